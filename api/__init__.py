@@ -1,0 +1,1 @@
+"""REST API (FastAPI) and the ``agentlog`` command line."""

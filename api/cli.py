@@ -1,0 +1,291 @@
+"""The ``agentlog`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from streams.settings import Settings, get_settings
+
+app = typer.Typer(help="agentlog: event-sourced multi-agent platform on Kafka.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+COMPONENTS = (
+    "registry",
+    "api",
+    "offline-llm",
+    "processor",
+    "projector-postgres",
+    "projector-elasticsearch",
+)
+EXAMPLE_QUERY = "What is (17 + 25) * 3? Use the calculator."
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("AGENTLOG_HOME", ".agentlog"))
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def _prepare(settings: Settings) -> None:
+    from projections.migrate import migrate
+    from streams.admin import ensure_topics
+
+    created = await ensure_topics(settings)
+    applied = await migrate(settings.postgres_dsn)
+    if created:
+        err.print(f"created topics: {', '.join(created)}")
+    if applied:
+        err.print(f"applied migrations: {', '.join(applied)}")
+
+
+@app.command()
+def prepare() -> None:
+    """Create the Kafka topics and apply the Postgres migrations (idempotent)."""
+    asyncio.run(_prepare(get_settings()))
+
+
+@app.command(hidden=True)
+def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPONENTS)}")]) -> None:
+    """Run one component in the foreground (``serve`` starts each of them this way)."""
+    import uvicorn
+
+    _configure_logging()
+    settings = get_settings()
+    if component == "registry":
+        from schemas.registry.app import create_app as registry_app
+
+        uvicorn.run(registry_app(settings), host=settings.registry_host, port=settings.registry_port, log_level="info")
+    elif component == "api":
+        from api.app import create_app as api_app
+
+        uvicorn.run(api_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    elif component == "offline-llm":
+        from processors.llm.offline import create_app as offline_app
+
+        uvicorn.run(offline_app(), host="127.0.0.1", port=settings.offline_llm_port, log_level="warning")
+    elif component == "processor":
+        from processors.task.worker import main as processor_main
+
+        sys.argv = [sys.argv[0]]  # faust's Worker reads argv; it must not see ours
+        processor_main()
+    elif component.startswith("projector-"):
+        from projections.runner import main as projector_main
+
+        projector_main(component.removeprefix("projector-"))
+    else:
+        raise _fail(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+
+
+@app.command()
+def serve() -> None:
+    """Run the whole platform: schema registry, API, processor, projectors (and the offline LLM)."""
+    from api.supervisor import supervise
+
+    settings = get_settings()
+    asyncio.run(_prepare(settings))
+    if settings.offline:
+        err.print("[yellow]LLM: OFFLINE planner[/] (no OPENAI_BASE_URL/OPENAI_API_KEY set): deterministic answers")
+    else:
+        err.print(f"LLM: {settings.llm_endpoint} model {settings.llm_model}")
+    err.print(f"API http://{settings.api_host}:{settings.api_port}  (docs /docs)")
+    err.print(f"schema registry {settings.schema_registry_url}")
+    raise typer.Exit(supervise(settings, _state_dir() / "logs" / "platform"))
+
+
+def _api_url(settings: Settings) -> str:
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def _wait_for_task(client: httpx.Client, task_id: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    view = None
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/tasks/{task_id}")
+        if response.status_code == 200:
+            view = response.json()
+            if view["status"] in ("completed", "failed"):
+                return view
+        time.sleep(0.2)
+    return view
+
+
+@app.command()
+def submit(
+    query: Annotated[str, typer.Argument(help="What the task asks for.")],
+    org: Annotated[str, typer.Option(help="Organisation id.")] = "demo-org",
+    user: Annotated[str, typer.Option(help="User id.")] = "demo-user",
+    wait: Annotated[bool, typer.Option(help="Wait until the task ends.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Submit a task through the REST API and (by default) wait for its result."""
+    settings = get_settings()
+    with httpx.Client(base_url=_api_url(settings), timeout=10) as client:
+        response = client.post("/v1/tasks", json={"query": query, "org_id": org, "user_id": user})
+        if response.status_code != 202:
+            raise _fail(f"API answered {response.status_code}: {response.text}")
+        task_id = response.json()["task_id"]
+        view = _wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
+    if as_json:
+        console.print_json(json.dumps(view))
+    else:
+        console.print(f"task {task_id}: {view['status'] if view else 'not visible yet'}")
+        if view and view.get("result"):
+            console.print(escape(view["result"]))
+    if wait and (view is None or view["status"] != "completed"):
+        raise typer.Exit(1)
+
+
+def _print_timeline(rows: list[dict[str, Any]], task_id: str) -> None:
+    table = Table(title=f"task {task_id}", show_lines=False)
+    for column in ("seq", "event", "step", "model / tool", "tokens", "latency ms", "+ms", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row["sequence"]),
+            row["event_type"],
+            "" if row["step"] is None else str(row["step"]),
+            row["tool"] or row["model"] or "",
+            "" if row["tokens"] is None else str(row["tokens"]),
+            "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}",
+            "" if row["since_previous_ms"] is None else f"{row['since_previous_ms']:.0f}",
+            escape((row["detail"] or "")[:120]),
+        )
+    console.print(table)
+
+
+async def _read_timeline(settings: Settings, task_id: str) -> list[dict[str, Any]]:
+    from api.timeline import timeline_rows
+    from schemas.codec import EventCodec
+    from schemas.registry.client import RegistryClient
+    from streams.history import read_task_events
+
+    registry = RegistryClient(settings.schema_registry_url)
+    try:
+        return timeline_rows(await read_task_events(settings, EventCodec(registry), task_id))
+    finally:
+        await registry.close()
+
+
+@app.command()
+def replay(
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the timeline as JSON.")] = False,
+) -> None:
+    """Read a task's events back from Kafka and print its timeline."""
+    from streams.history import TaskNotFoundError
+
+    try:
+        rows = asyncio.run(_read_timeline(get_settings(), task_id))
+    except TaskNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(rows))
+    else:
+        _print_timeline(rows, task_id)
+
+
+def _platform_running(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{_api_url(settings)}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@app.command()
+def demo(
+    query: Annotated[str, typer.Option(help="The example task.")] = EXAMPLE_QUERY,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the platform and the task.")] = 180.0,
+) -> None:
+    """Start the platform in the background (if not running), run an example task, show everything."""
+    settings = get_settings()
+    state = _state_dir()
+    if not _platform_running(settings):
+        (state / "logs").mkdir(parents=True, exist_ok=True)
+        (state / "run").mkdir(parents=True, exist_ok=True)
+        log_path = state / "logs" / "platform.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve"], stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (state / "run" / "platform.pid").write_text(str(process.pid))
+        console.print(f"started the platform (pid {process.pid}); log: {log_path}")
+        deadline = time.monotonic() + timeout
+        while not _platform_running(settings):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise _fail(f"the platform did not come up; see {log_path} and {state / 'logs' / 'platform'}")
+            time.sleep(0.5)
+    mode = "OFFLINE planner (no LLM endpoint configured)" if settings.offline else settings.llm_endpoint
+    console.print(f"LLM: [bold]{mode}[/]")
+    console.print(f"submitting: {escape(repr(query))}")
+    with httpx.Client(base_url=_api_url(settings), timeout=10) as client:
+        response = client.post("/v1/tasks", json={"query": query, "org_id": "demo-org", "user_id": "demo-user"})
+        if response.status_code != 202:
+            raise _fail(f"API answered {response.status_code}: {response.text}")
+        task_id = response.json()["task_id"]
+        view = _wait_for_task(client, task_id, timeout)
+    if view is None or view["status"] != "completed":
+        raise _fail(f"task {task_id} did not complete via the REST API within {timeout}s: {view}")
+    console.print(f"[bold green]task {task_id} completed[/]: {escape(view['result'])}")
+    _print_timeline(asyncio.run(_read_timeline(settings, task_id)), task_id)
+    base = _api_url(settings)
+    console.print("query it:")
+    for url in (f"{base}/v1/tasks/{task_id}", f"{base}/v1/tasks/{task_id}/events", f"{base}/docs",
+                f"{settings.schema_registry_url}/subjects", f"{settings.elasticsearch_url}/{settings.es_index_prefix}/_search?q=task_id:{task_id}"):
+        console.print(f"  {url}")
+    console.print(f"  agentlog replay {task_id}")
+
+
+@app.command()
+def stop() -> None:
+    """Stop a platform started in the background by ``agentlog demo``."""
+    pid_file = _state_dir() / "run" / "platform.pid"
+    if not pid_file.exists():
+        console.print("no background platform recorded")
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        console.print(f"platform (pid {pid}) was not running")
+    else:
+        for _ in range(60):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        console.print(f"stopped the platform (pid {pid})")
+    pid_file.unlink()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Shared resources of the API process and their ``Annotated`` dependency aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from projections.postgres import TaskQueries
+from streams.producer import EventProducer
+from streams.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    producer: EventProducer
+    queries: TaskQueries
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(_resources)]

@@ -1,0 +1,104 @@
+"""``agentlog serve``: every component as its own process under one supervisor.
+
+Separate processes because faust and FastAPI sharing one event loop is a known trap, and because
+the projectors' hot loops should not steal time from the API. A child that dies is restarted with
+backoff; SIGTERM/SIGINT stop all children.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from streams.settings import Settings
+
+console = Console(stderr=True)
+
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class Child:
+    component: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "run", self.component],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+
+def components(settings: Settings) -> list[str]:
+    names = ["registry", "api", "processor", "projector-postgres", "projector-elasticsearch"]
+    if settings.offline:
+        names.insert(1, "offline-llm")
+    return names
+
+
+def supervise(settings: Settings, log_dir: Path) -> int:
+    """Run every component until signalled; returns the exit code."""
+    children = [Child(name, log_dir / f"{name}.log") for name in components(settings)]
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    for child in children:
+        child.start()
+        console.print(f"[green]started[/] {child.component} (pid {child.process.pid if child.process else '?'})"
+                      f" log: {child.log_path}")
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for child in children:
+                if child.process is None or child.process.poll() is None:
+                    continue
+                code = child.process.returncode
+                now = time.monotonic()
+                if child.next_start == 0.0:
+                    # Quick repeated crashes back off exponentially; a long healthy run resets it.
+                    healthy = now - child.started_at > 60
+                    child.restarts = 0 if healthy else child.restarts + 1
+                    delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**child.restarts)
+                    child.next_start = now + delay
+                    console.print(
+                        f"[red]{child.component} exited with {code}[/]; restarting in {delay:.1f}s "
+                        f"(see {child.log_path})"
+                    )
+                elif now >= child.next_start:
+                    child.next_start = 0.0
+                    child.start()
+    finally:
+        for child in children:
+            if child.process is not None and child.process.poll() is None:
+                os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+    return 0

@@ -1,0 +1,1 @@
+"""Deciders (pure task logic) and the effect interpreters around them (LLM gateway, tools)."""

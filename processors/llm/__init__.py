@@ -1,0 +1,1 @@
+"""The LLM gateway (openai SDK against any OpenAI-compatible endpoint) and the offline planner."""

@@ -1,0 +1,1 @@
+"""The task: a pure decider (``decider``), its history stamping (``history``) and its processor shell."""

@@ -1,0 +1,114 @@
+"""The task shell: feeds the decider commands, performs the effects it asks for, records everything.
+
+Each decision's events are published (acknowledged) before the state advances and before any
+effect they request is performed, so a crash never loses a request and never hides a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from processors.llm.gateway import LlmGateway
+from processors.task.decider import (
+    Command,
+    Effect,
+    RecordToolResult,
+    StartTask,
+    Status,
+    TaskState,
+    decide,
+    evolve,
+    pending_effects,
+)
+from processors.task.history import stamp
+from processors.tools.registry import TOOLS, get_tool, parse_arguments
+from schemas.events import LlmCallRequested, ToolCallRequested
+from streams.producer import EventProducer
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "agentlog-processor"
+PRODUCER_VERSION = "0.1.0"
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskRunner:
+    """Runs one task from its current state to the end of its agent loop."""
+
+    def __init__(
+        self,
+        *,
+        producer: EventProducer,
+        events_topic: str,
+        gateway: LlmGateway,
+        max_steps: int,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._producer = producer
+        self._topic = events_topic
+        self._gateway = gateway
+        self._max_steps = max_steps
+        self._clock = clock
+
+    async def run(
+        self, state: TaskState, save: Callable[[TaskState], None], *, traceparent: str | None = None
+    ) -> TaskState:
+        """Advance ``state`` until no effect is pending; ``save`` is called after every decision."""
+        if state.status is Status.SUBMITTED:
+            start = StartTask(
+                provider=self._gateway.provider,
+                model=self._gateway.model,
+                offline=self._gateway.offline,
+                max_steps=self._max_steps,
+                tools=tuple(TOOLS),
+            )
+            state = await self._decide(start, state, save, traceparent)
+        while effects := pending_effects(state):
+            for effect in effects:
+                state = await self._decide(await self._perform(effect), state, save, traceparent)
+        return state
+
+    async def _decide(
+        self, command: Command, state: TaskState, save: Callable[[TaskState], None], traceparent: str | None
+    ) -> TaskState:
+        payloads = decide(command, state)
+        if not payloads:
+            return state
+        stamped = stamp(state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION)
+        await self._producer.publish(self._topic, stamped, traceparent=traceparent)
+        for event, _ in stamped:
+            state = evolve(state, event)
+        save(state)
+        return state
+
+    async def _perform(self, effect: Effect) -> Command:
+        if isinstance(effect, LlmCallRequested):
+            return await self._gateway.complete(effect)
+        return run_tool(effect)
+
+
+def run_tool(request: ToolCallRequested) -> RecordToolResult:
+    """Run a tool call; a tool's own error is recorded as a result for the model to see."""
+    started = time.perf_counter()
+    try:
+        output = get_tool(request.tool).run(parse_arguments(request.arguments_json))
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
+        return RecordToolResult(
+            idempotency_key=request.idempotency_key,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    return RecordToolResult(
+        idempotency_key=request.idempotency_key,
+        output=output,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )

@@ -1,0 +1,134 @@
+"""The task processor: a faust agent on the requests topic around :class:`TaskRunner`.
+
+Per record: decode (Confluent wire format, registry schemas) -> dedupe against the task's state in
+a changelog-backed table -> run the agent loop -> state saved after every decision. A record that
+cannot be decoded, or whose handling raises, is dead-lettered with its position and the partition
+keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from processors.llm.gateway import LlmGateway
+from processors.task.decider import TERMINAL, TaskState, evolve
+from processors.task.runner import TaskRunner
+from schemas.codec import EventCodec
+from schemas.events import TaskSubmitted
+from schemas.registry.client import RegistryClient, RegistryUnavailable
+from streams.faust_app import create_app
+from streams.headers import header_map
+from streams.producer import EventProducer
+from streams.settings import Settings, get_settings
+from streams.topics import EVENTS, REQUESTS
+
+log = logging.getLogger(__name__)
+
+APP_ID = "agentlog-processor"
+CONSUMER = "agentlog-processor/task-runner"
+
+
+class NotASubmissionError(ValueError):
+    """A decodable event on the requests topic that is not a TaskSubmitted."""
+
+
+class _Resources:
+    """Clients the agent needs, started once per worker process on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = RegistryClient(settings.schema_registry_url)
+        self.codec = EventCodec(self.registry)
+        self.producer = EventProducer(settings, self.codec, source=f"/agentlog/{APP_ID}")
+        self.gateway = LlmGateway(settings)
+        self.runner = TaskRunner(
+            producer=self.producer,
+            events_topic=EVENTS.name(settings),
+            gateway=self.gateway,
+            max_steps=settings.max_steps,
+        )
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        async with self._lock:
+            if not self._started:
+                await self.registry.wait_until_ready()
+                await self.producer.start()
+                self._started = True
+
+
+def build_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or get_settings()
+    app = create_app(settings, app_id=APP_ID)
+    requests = app.topic(REQUESTS.name(settings), key_type=bytes, value_type=bytes)
+    states = app.Table("task-states", default=None, partitions=settings.topic_partitions)
+    resources = _Resources(settings)
+    in_flight: set[str] = set()
+
+    def save(task_id: str) -> Any:
+        def _save(state: TaskState) -> None:
+            states[task_id] = state.model_dump_json()
+
+        return _save
+
+    async def handle(submission_bytes: bytes | None, headers: dict[str, str]) -> None:
+        event = await resources.codec.decode(submission_bytes)
+        if not isinstance(event.payload, TaskSubmitted):
+            raise NotASubmissionError(f"{event.event_type} is not a task submission")
+        task_id = event.task_id
+        if task_id in in_flight:
+            log.info("task %s already running in this worker; duplicate delivery ignored", task_id)
+            return
+        stored = states.get(task_id)
+        state = TaskState.model_validate_json(stored) if stored else TaskState()
+        if state.status in TERMINAL:
+            log.info("task %s already %s; duplicate delivery ignored", task_id, state.status)
+            return
+        in_flight.add(task_id)
+        try:
+            state = evolve(state, event)
+            save(task_id)(state)
+            state = await resources.runner.run(state, save(task_id), traceparent=headers.get("traceparent"))
+            log.info("task %s ended %s after %d events", task_id, state.status, state.sequence + 1)
+        finally:
+            in_flight.discard(task_id)
+
+    @app.agent(requests, concurrency=settings.worker_concurrency)
+    async def run_tasks(stream: faust.StreamT[bytes]) -> None:
+        await resources.ensure_started()
+        async for record in stream.events():
+            message = record.message
+            headers = header_map(list(message.headers or []))
+            try:
+                await handle(record.value, headers)
+            except RegistryUnavailable:
+                # Infrastructure outage, not a bad record: crash so the supervisor restarts the
+                # worker and the record is delivered again (at-least-once).
+                raise
+            except Exception as exc:  # noqa: BLE001 - every other failure is dead-lettered, loudly
+                log.exception("task record %s[%d]@%d failed", message.topic, message.partition, message.offset)
+                await resources.producer.dead_letter(
+                    source_topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=list(message.headers or []),
+                    error=exc,
+                    consumer=CONSUMER,
+                )
+
+    return app
+
+
+def main() -> None:
+    """Run the processor worker in this process (``agentlog serve`` starts it as a child)."""
+    settings = get_settings()
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()

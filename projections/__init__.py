@@ -1,0 +1,1 @@
+"""Read models: pure ``apply(view, event)`` functions plus the Postgres and Elasticsearch writers."""

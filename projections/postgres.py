@@ -1,0 +1,148 @@
+"""PostgreSQL read models: the writer (``TaskProjector``) and the queries the API serves from.
+
+Exactly-once effect on the rows from at-least-once delivery: each batch is one transaction that
+inserts the events (``(task_id, sequence)`` primary key: duplicates are dropped), applies only the
+newly inserted ones to the task views, and stores the next offset of every partition. On
+(re)assignment the consumer seeks to those stored offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import TopicPartition
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from projections.task_view import TaskView, apply, new_view
+from streams.consumer import Decoded
+
+_VIEW_COLUMNS = list(TaskView.model_fields)
+_UPSERT_VIEW = (
+    f"INSERT INTO task_executions ({', '.join(_VIEW_COLUMNS)}) "
+    f"VALUES ({', '.join('%(' + c + ')s' for c in _VIEW_COLUMNS)}) "
+    f"ON CONFLICT (task_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _VIEW_COLUMNS if c != "task_id")
+)
+_INSERT_EVENT = (
+    "INSERT INTO task_events (task_id, sequence, event_id, event_type, org_id, occurred_at, producer,"
+    " prev_hash, digest, payload, topic, kafka_partition, kafka_offset)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT DO NOTHING RETURNING task_id, sequence"
+)
+_UPSERT_OFFSET = (
+    "INSERT INTO projection_offsets (projector, topic, partition, next_offset, updated_at)"
+    " VALUES (%s, %s, %s, %s, now())"
+    " ON CONFLICT (projector, topic, partition) DO UPDATE"
+    " SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+)
+
+
+class TaskProjector:
+    """Projects task events into ``task_events`` and ``task_executions``."""
+
+    name = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def load_positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE projector = %s", (self.name,)
+            )
+            stored = {TopicPartition(t, p): o for t, p, o in await cursor.fetchall()}
+        return {tp: stored[tp] for tp in partitions if tp in stored}
+
+    async def write(self, events: Sequence[Decoded], positions: dict[TopicPartition, int]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            fresh: list[Decoded] = []
+            if events:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        _INSERT_EVENT, [_event_row(d) for d in events], returning=True
+                    )
+                    inserted: set[tuple[str, int]] = set()
+                    while True:
+                        row = await cursor.fetchone()
+                        if row is not None:
+                            inserted.add((row[0], row[1]))
+                        if not cursor.nextset():
+                            break
+                fresh = [d for d in events if (d.event.task_id, d.event.sequence) in inserted]
+            if fresh:
+                await self._apply_to_views(conn, fresh)
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    _UPSERT_OFFSET, [(self.name, tp.topic, tp.partition, offset) for tp, offset in positions.items()]
+                )
+
+    async def _apply_to_views(self, conn: Any, fresh: Sequence[Decoded]) -> None:
+        by_task: dict[str, list[Decoded]] = defaultdict(list)
+        for decoded in fresh:
+            by_task[decoded.event.task_id].append(decoded)
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(
+            "SELECT * FROM task_executions WHERE task_id = ANY(%s) FOR UPDATE", (list(by_task),)
+        )
+        views = {row["task_id"]: TaskView.model_validate(row) for row in await cursor.fetchall()}
+        updated = []
+        for task_id, decoded_events in by_task.items():
+            view = views.get(task_id) or new_view(decoded_events[0].event)
+            for decoded in sorted(decoded_events, key=lambda d: d.event.sequence):
+                view = apply(view, decoded.event)
+            updated.append(view.model_dump())
+        await cursor.executemany(_UPSERT_VIEW, updated)
+
+
+def _event_row(decoded: Decoded) -> tuple[Any, ...]:
+    event = decoded.event
+    envelope = event.envelope
+    return (
+        envelope.task_id,
+        envelope.sequence,
+        envelope.event_id,
+        event.event_type,
+        envelope.org_id,
+        envelope.occurred_at,
+        envelope.producer,
+        envelope.prev_hash,
+        event.digest,
+        Jsonb(event.payload.model_dump(mode="json")),
+        decoded.topic,
+        decoded.partition,
+        decoded.offset,
+    )
+
+
+class TaskQueries:
+    """Reads of the Postgres read models, for the REST API."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def task(self, task_id: str) -> TaskView | None:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute("SELECT * FROM task_executions WHERE task_id = %s", (task_id,))
+            row = await cursor.fetchone()
+        return TaskView.model_validate(row) if row else None
+
+    async def events(self, task_id: str, *, after_sequence: int = -1, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "SELECT task_id, sequence, event_id, event_type, occurred_at, producer, prev_hash, digest,"
+                " payload, topic, kafka_partition, kafka_offset FROM task_events"
+                " WHERE task_id = %s AND sequence > %s ORDER BY sequence LIMIT %s",
+                (task_id, after_sequence, limit),
+            )
+            rows = await cursor.fetchall()
+        for row in rows:
+            if isinstance(row["payload"], str):
+                row["payload"] = json.loads(row["payload"])
+        return rows

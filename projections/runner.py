@@ -1,0 +1,65 @@
+"""Runs one projector (``postgres`` or ``elasticsearch``) as a process: consume, decode, write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+from elasticsearch import AsyncElasticsearch
+from psycopg_pool import AsyncConnectionPool
+
+from projections.elastic import AuditIndexProjector, ensure_index_template
+from projections.migrate import migrate
+from projections.postgres import TaskProjector
+from schemas.codec import EventCodec
+from schemas.registry.client import RegistryClient
+from streams.consumer import ProjectionLoop, Projector
+from streams.producer import EventProducer
+from streams.settings import Settings, get_settings
+from streams.topics import TASK_TOPICS
+
+log = logging.getLogger(__name__)
+
+PROJECTORS = ("postgres", "elasticsearch")
+
+
+async def run_projector(kind: str, settings: Settings) -> None:
+    if kind not in PROJECTORS:
+        raise ValueError(f"unknown projector {kind!r}; choose one of {PROJECTORS}")
+    async with AsyncExitStack() as stack:
+        registry = RegistryClient(settings.schema_registry_url)
+        stack.push_async_callback(registry.close)
+        await registry.wait_until_ready()
+        codec = EventCodec(registry)
+        producer = EventProducer(settings, codec, source=f"/agentlog/projector-{kind}")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        projector: Projector
+        if kind == "postgres":
+            await migrate(settings.postgres_dsn)
+            pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=4, open=False)
+            await pool.open(wait=True)
+            stack.push_async_callback(pool.close)
+            projector = TaskProjector(pool)
+        else:
+            client = AsyncElasticsearch(settings.elasticsearch_url, request_timeout=30)
+            stack.push_async_callback(client.close)
+            await ensure_index_template(client, settings.es_index_prefix)
+            projector = AuditIndexProjector(client, settings.es_index_prefix)
+        loop = ProjectionLoop(
+            settings,
+            topics=[spec.name(settings) for spec in TASK_TOPICS],
+            projector=projector,
+            codec=codec,
+            producer=producer,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, loop.stop)
+        log.info("projector %s running", kind)
+        await loop.run()
+
+
+def main(kind: str) -> None:
+    asyncio.run(run_projector(kind, get_settings()))

@@ -1,0 +1,56 @@
+"""Registry-aware codec: events to Confluent-framed bytes and back."""
+
+from __future__ import annotations
+
+from schemas.events import Event, RecordDeadLettered
+from schemas.registry.client import RegistryClient, RegistryRejected, subject_for
+from schemas.serde import (
+    decode_dead_letter,
+    decode_event,
+    encode_dead_letter,
+    encode_event,
+    frame,
+    schema_json,
+    unframe,
+)
+
+
+class UnknownSchemaIdError(LookupError):
+    """The record names a schema id the registry does not know."""
+
+
+class EventCodec:
+    """Frames Avro bodies with registry ids (TopicRecordNameStrategy) and decodes framed records."""
+
+    def __init__(self, registry: RegistryClient) -> None:
+        self.registry = registry
+
+    async def schema_id(self, topic: str, record_fullname: str) -> int:
+        return await self.registry.register(subject_for(topic, record_fullname), schema_json(record_fullname))
+
+    async def encode_body(self, topic: str, record_fullname: str, body: bytes) -> bytes:
+        """Frame an already-encoded body (the bytes whose digest the hash chain holds)."""
+        return frame(await self.schema_id(topic, record_fullname), body)
+
+    async def encode(self, topic: str, event: Event) -> bytes:
+        return await self.encode_body(topic, event.payload.fullname(), encode_event(event))
+
+    async def encode_dead_letter(self, topic: str, record: RecordDeadLettered) -> bytes:
+        return await self.encode_body(topic, record.fullname(), encode_dead_letter(record))
+
+    async def _writer_schema(self, schema_id: int) -> str:
+        try:
+            return await self.registry.schema(schema_id)
+        except RegistryRejected as exc:
+            if exc.status == 404:
+                raise UnknownSchemaIdError(f"schema id {schema_id} is not in the registry") from exc
+            raise
+
+    async def decode(self, data: bytes | None) -> Event:
+        """Decode a framed task event; raises on bad framing, unknown ids, unknown records, bad bodies."""
+        schema_id, body = unframe(data)
+        return decode_event(body, await self._writer_schema(schema_id))
+
+    async def decode_dead_letter(self, data: bytes | None) -> RecordDeadLettered:
+        schema_id, body = unframe(data)
+        return decode_dead_letter(body, await self._writer_schema(schema_id))

@@ -1,0 +1,139 @@
+"""Avro serde for agentlog events and the Confluent wire format.
+
+Wire format (Confluent): byte 0 = magic 0, bytes 1-4 = big-endian schema id from the registry,
+then the Avro binary body (schemaless encoding). The SHA-256 of the body is the event's digest,
+which the next event of the task carries as ``prev_hash``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import load_schema
+
+from schemas.events import PAYLOAD_TYPES, Envelope, Event, Payload, RecordDeadLettered
+
+AVRO_DIR = Path(__file__).parent / "avro"
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+
+class WireFormatError(ValueError):
+    """The bytes are not a Confluent-framed Avro record."""
+
+
+class UnknownRecordError(ValueError):
+    """The writer schema names a record this version of agentlog does not know."""
+
+
+@cache
+def parsed_schema(fullname: str) -> dict[str, Any]:
+    """The parsed (named types expanded) schema of ``fullname`` from ``schemas/avro``."""
+    path = AVRO_DIR / f"{fullname}.avsc"
+    if not path.exists():
+        raise UnknownRecordError(f"no schema file for record {fullname!r} in {AVRO_DIR}")
+    schema: dict[str, Any] = load_schema(str(path), _write_hint=False)
+    return schema
+
+
+@cache
+def schema_json(fullname: str) -> str:
+    """The self-contained JSON text of a record's schema, as registered in the schema registry."""
+    return json.dumps(parsed_schema(fullname), separators=(",", ":"))
+
+
+@cache
+def _parsed_writer(schema_text: str) -> Any:
+    return fastavro.parse_schema(json.loads(schema_text))
+
+
+def record_fullnames() -> list[str]:
+    """Every top-level event record agentlog defines (the envelope is a nested type, not an event)."""
+    return [*PAYLOAD_TYPES, RecordDeadLettered.fullname()]
+
+
+def encode_payload(envelope: Envelope, payload: Payload) -> bytes:
+    """The Avro body of ``payload`` under ``envelope`` (schemaless, local schema)."""
+    record = payload.model_dump(mode="python")
+    record["envelope"] = envelope.model_dump(mode="python")
+    return _write(payload.fullname(), record)
+
+
+def encode_event(event: Event) -> bytes:
+    """The Avro body of an event, with the local schema of its record."""
+    return encode_payload(event.envelope, event.payload)
+
+
+def encode_dead_letter(record: RecordDeadLettered) -> bytes:
+    return _write(record.fullname(), record.model_dump(mode="python"))
+
+
+def _write(fullname: str, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed_schema(fullname), record)
+    return buf.getvalue()
+
+
+def digest(body: bytes) -> str:
+    """Hex SHA-256 of an Avro body: the link of the per-task hash chain."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def seal(envelope: Envelope, payload: Payload) -> tuple[Event, bytes]:
+    """Encode ``payload`` under ``envelope``; returns the event (with its digest) and its Avro body."""
+    body = encode_payload(envelope, payload)
+    return Event(envelope=envelope, payload=payload, digest=digest(body)), body
+
+
+def writer_fullname(writer_schema_text: str) -> str:
+    schema = json.loads(writer_schema_text)
+    name, namespace = schema.get("name", ""), schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def decode_event(body: bytes, writer_schema_text: str) -> Event:
+    """Decode an Avro body written with ``writer_schema_text`` into the local model (schema resolution)."""
+    fullname = writer_fullname(writer_schema_text)
+    payload_type = PAYLOAD_TYPES.get(fullname)
+    if payload_type is None:
+        raise UnknownRecordError(f"record {fullname!r} is not a task event known to this agentlog version")
+    record = fastavro.schemaless_reader(
+        io.BytesIO(body), _parsed_writer(writer_schema_text), parsed_schema(fullname)
+    )
+    envelope_fields = record.pop("envelope")
+    return Event(
+        envelope=Envelope.model_validate(envelope_fields),
+        payload=payload_type.model_validate(record),
+        digest=digest(body),
+    )
+
+
+def decode_dead_letter(body: bytes, writer_schema_text: str) -> RecordDeadLettered:
+    record = fastavro.schemaless_reader(
+        io.BytesIO(body), _parsed_writer(writer_schema_text), parsed_schema(RecordDeadLettered.fullname())
+    )
+    return RecordDeadLettered.model_validate(record)
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    """Confluent wire format: magic byte, schema id, Avro body."""
+    return _HEADER.pack(MAGIC_BYTE, schema_id) + body
+
+
+def unframe(data: bytes | None) -> tuple[int, bytes]:
+    """Split Confluent-framed bytes into (schema id, Avro body)."""
+    if data is None:
+        raise WireFormatError("record has no value (tombstone) where an event was expected")
+    if len(data) < _HEADER.size:
+        raise WireFormatError(f"record of {len(data)} bytes is shorter than the 5-byte Confluent header")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC_BYTE:
+        raise WireFormatError(f"unknown magic byte {magic} (expected {MAGIC_BYTE}): not Confluent wire format")
+    return schema_id, data[_HEADER.size :]

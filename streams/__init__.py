@@ -1,0 +1,1 @@
+"""Transport: topic catalogue, producer/consumer wrappers, headers, settings and faust wiring."""

@@ -1,0 +1,110 @@
+"""The one producer of agentlog: Confluent-framed Avro events with CloudEvents headers.
+
+A decision's events go out as one batch and the call returns only when Kafka acknowledged all of
+them (acks=all, idempotent producer), so an effect is never performed before its request is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.codec import EventCodec
+from schemas.events import Event, RecordDeadLettered
+from streams.headers import event_headers, header_map
+from streams.settings import Settings
+from streams.topics import DEAD_LETTER
+
+log = logging.getLogger(__name__)
+
+
+class EventProducer:
+    def __init__(self, settings: Settings, codec: EventCodec, *, source: str) -> None:
+        self._settings = settings
+        self._codec = codec
+        self._source = source
+        self._kafka: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds to the running event loop.
+        self._kafka = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+        )
+        await self._kafka.start()
+
+    async def stop(self) -> None:
+        if self._kafka is not None:
+            await self._kafka.stop()
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._kafka is None:
+            raise RuntimeError("EventProducer.start() was not awaited")
+        return self._kafka
+
+    async def publish(
+        self, topic: str, stamped: Sequence[tuple[Event, bytes]], *, traceparent: str | None = None
+    ) -> None:
+        """Send events (with their already-encoded Avro bodies) keyed by task id; wait for all acks."""
+        futures = []
+        for event, body in stamped:
+            value = await self._codec.encode_body(topic, event.payload.fullname(), body)
+            futures.append(
+                await self._producer.send(
+                    topic,
+                    value=value,
+                    key=event.task_id.encode(),
+                    headers=event_headers(event, source=self._source, traceparent=traceparent),
+                )
+            )
+        await asyncio.gather(*futures)
+
+    async def dead_letter(
+        self,
+        *,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None,
+        error: BaseException,
+        consumer: str,
+    ) -> RecordDeadLettered:
+        """Park a record that could not be decoded or processed, with why and where it came from."""
+        record = RecordDeadLettered(
+            dead_letter_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            source_topic=source_topic,
+            source_partition=partition,
+            source_offset=offset,
+            key=key,
+            value=value,
+            headers=header_map(list(headers or [])),
+            error_type=type(error).__name__,
+            error=str(error) or repr(error),
+            consumer=consumer,
+        )
+        topic = DEAD_LETTER.name(self._settings)
+        framed = await self._codec.encode_dead_letter(topic, record)
+        await self._producer.send_and_wait(
+            topic, value=framed, key=f"{source_topic}/{partition}/{offset}".encode()
+        )
+        log.error(
+            "dead-lettered %s[%d]@%d from %s: %s: %s",
+            source_topic,
+            partition,
+            offset,
+            consumer,
+            record.error_type,
+            record.error,
+        )
+        return record

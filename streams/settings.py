@@ -1,0 +1,71 @@
+"""The one settings object of agentlog, read from the environment (prefix ``AGENTLOG_``).
+
+Every process (API, schema registry, processors, projectors, CLI) takes its configuration from
+:func:`get_settings`; ports default to the local stack in ``deploy/local``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration for every agentlog process."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTLOG_", extra="ignore")
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(default="agentlog", description="Prefix of every agentlog topic name.")
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of the task topics.")
+
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 8081
+    registry_url: str | None = Field(
+        default=None, description="Schema registry URL; defaults to http://registry_host:registry_port."
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    postgres_dsn: str = "postgresql://agentlog:agentlog@127.0.0.1:5432/agentlog"
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    es_index_prefix: str = Field(default="agentlog-audit", description="Prefix of the audit index and alias.")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # LLM: with no endpoint configured the offline planner (an OpenAI-compatible server on loopback)
+    # answers, so the platform runs on a machine with no network.
+    llm_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    llm_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    llm_model: str = "gpt-4o-mini"
+    offline_llm_port: int = 8090
+    llm_timeout_seconds: float = 60.0
+    max_steps: int = Field(default=8, ge=1, description="Agent loop step limit per task.")
+
+    worker_concurrency: int = Field(default=32, ge=1, description="Tasks one processor advances at once.")
+    faust_data_dir: str = ".agentlog/data/faust"
+
+    @property
+    def schema_registry_url(self) -> str:
+        return self.registry_url or f"http://{self.registry_host}:{self.registry_port}"
+
+    @property
+    def offline(self) -> bool:
+        """True when no real LLM endpoint is configured and the offline planner answers."""
+        return not (self.llm_base_url or self.llm_api_key)
+
+    @property
+    def llm_endpoint(self) -> str:
+        if self.llm_base_url:
+            return self.llm_base_url
+        if self.llm_api_key:
+            return "https://api.openai.com/v1"
+        return f"http://127.0.0.1:{self.offline_llm_port}/v1"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
