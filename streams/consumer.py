@@ -79,9 +79,11 @@ class ProjectionLoop:
         self._codec = codec
         self._producer = producer
         self._max_records = max_records
+        # The group id carries the topic prefix, so two deployments on one broker never share a group.
+        self._group = f"{settings.topic_prefix}-projector-{projector.name}"
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
-            group_id=f"agentlog-projector-{projector.name}",
+            group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -120,7 +122,7 @@ class ProjectionLoop:
                         value=record.value,
                         headers=list(record.headers or []),
                         error=exc,
-                        consumer=f"agentlog-projector-{self._projector.name}",
+                        consumer=self._group,
                     )
                 else:
                     decoded.append(Decoded(event, record.topic, record.partition, record.offset))

@@ -25,6 +25,13 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("9e4c4a55-2f0b-4a8e-8f57-3c1e1b0d6a20")
 
 
+def task_id_for(org_id: str, idempotency_key: str | None) -> str:
+    """The task id of a submission: derived from (org, key) when a key is given, else random."""
+    if idempotency_key:
+        return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{org_id}/{idempotency_key}"))
+    return str(uuid.uuid4())
+
+
 class TaskCreate(BaseModel):
     """A task submission."""
 
@@ -71,11 +78,7 @@ class TaskEventsPage(BaseModel):
 )
 async def submit_task(body: TaskCreate, resources: ResourcesDep) -> TaskAcceptedResponse:
     """Validate, record a ``TaskSubmitted`` event on the requests topic, answer with the task id."""
-    task_id = (
-        str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{body.org_id}/{body.idempotency_key}"))
-        if body.idempotency_key
-        else str(uuid.uuid4())
-    )
+    task_id = task_id_for(body.org_id, body.idempotency_key)
     stamped = submission(
         task_id=task_id,
         org_id=body.org_id,

@@ -48,7 +48,8 @@ available() {
 run_svc() {
     local s="$1"
     shift
-    bash "$(service_script "$s")" "$@"
+    # 9>&-: daemons must not inherit the stack lock
+    bash "$(service_script "$s")" "$@" 9>&-
 }
 
 select_services() {
@@ -180,9 +181,19 @@ action="${1:-}"
 shift || true
 SERVICES=()
 select_services "$@"
+# one up/down at a time (a second `up` run concurrently waits, then finds
+# everything running)
+lock_stack() {
+    exec 9>"$AGENTLOG_RUN/stack.lock"
+    if ! flock -n 9; then
+        info "another stack.sh up/down is running; waiting for it"
+        flock 9
+    fi
+}
+
 case "$action" in
-up) cmd_up ;;
-down) cmd_down ;;
+up) lock_stack && cmd_up ;;
+down) lock_stack && cmd_down ;;
 status) cmd_status ;;
 *)
     echo "usage: $0 up|down|status [${ALL_SERVICES[*]}]" >&2

@@ -28,8 +28,12 @@ from streams.topics import EVENTS, REQUESTS
 
 log = logging.getLogger(__name__)
 
-APP_ID = "agentlog-processor"
 CONSUMER = "agentlog-processor/task-runner"
+
+
+def app_id(settings: Settings) -> str:
+    """faust app id (= consumer group and table-topic prefix), unique per topic prefix."""
+    return f"{settings.topic_prefix}-processor"
 
 
 class NotASubmissionError(ValueError):
@@ -43,7 +47,7 @@ class _Resources:
         self.settings = settings
         self.registry = RegistryClient(settings.schema_registry_url)
         self.codec = EventCodec(self.registry)
-        self.producer = EventProducer(settings, self.codec, source=f"/agentlog/{APP_ID}")
+        self.producer = EventProducer(settings, self.codec, source=f"/agentlog/{app_id(settings)}")
         self.gateway = LlmGateway(settings)
         self.runner = TaskRunner(
             producer=self.producer,
@@ -64,7 +68,7 @@ class _Resources:
 
 def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
-    app = create_app(settings, app_id=APP_ID)
+    app = create_app(settings, app_id=app_id(settings))
     requests = app.topic(REQUESTS.name(settings), key_type=bytes, value_type=bytes)
     states = app.Table("task-states", default=None, partitions=settings.topic_partitions)
     resources = _Resources(settings)

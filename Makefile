@@ -1,0 +1,45 @@
+# agentlog — the two commands: `make demo` (run the main job) and `make test` (what CI runs).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install up down status serve stop lint unit
+
+demo: install up ## Install everything, start the stack and the platform, run an example task
+	$(BIN)/agentlog demo
+
+test: install up ## Install everything, start the stack, run every test against it
+	$(BIN)/python -m pytest
+
+install: $(STAMP) ## Python virtualenv with agentlog and its dev tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: ## Start Kafka, Elasticsearch, PostgreSQL and Redis (installs them on first use)
+	deploy/local/stack.sh up
+
+down: stop ## Stop the platform and the services we started
+	deploy/local/stack.sh down
+
+status: ## Where each service listens and whether it runs
+	deploy/local/stack.sh status
+
+serve: install up ## Run the platform in the foreground
+	$(BIN)/agentlog serve
+
+stop: ## Stop a platform started in the background by `make demo`
+	@if [ -x $(BIN)/agentlog ]; then $(BIN)/agentlog stop; fi
+
+unit: install ## Unit tests only (no services needed)
+	$(BIN)/python -m pytest tests/unit
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy streams processors schemas api projections

@@ -1,0 +1,3 @@
+"""Shared test configuration: fixtures that reach the real stack live in ``tests/fixtures/``."""
+
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.platform"]

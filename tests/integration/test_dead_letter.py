@@ -1,0 +1,85 @@
+"""A record that cannot be decoded goes to the dead-letter topic, and its partition keeps flowing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from api.routes.tasks import task_id_for
+from schemas.codec import EventCodec
+from schemas.events import RecordDeadLettered
+from schemas.registry.client import RegistryClient
+from streams.history import partition_for
+from streams.settings import Settings
+from streams.topics import DEAD_LETTER, REQUESTS
+from tests.integration.conftest import submit_and_wait
+
+GARBAGE = b"\x00\x00\x00\xff\xffthis is not avro"
+
+
+async def _produce_raw(settings: Settings, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        metadata = await producer.send_and_wait(topic, value, key=key, headers=[("source", b"test")])
+        return metadata.partition, metadata.offset
+    finally:
+        await producer.stop()
+
+
+async def _dead_letters(settings: Settings, minimum: int, timeout: float = 60) -> list[RecordDeadLettered]:
+    registry = RegistryClient(settings.schema_registry_url)
+    codec = EventCodec(registry)
+    consumer = AIOKafkaConsumer(
+        DEAD_LETTER.name(settings), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[RecordDeadLettered] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < minimum and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                found += [await codec.decode_dead_letter(r.value) for r in records]
+    finally:
+        await consumer.stop()
+        await registry.close()
+    return found
+
+
+def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_flowing(
+    platform: Settings,
+) -> None:
+    topic = REQUESTS.name(platform)
+    task_key = f"garbage-{uuid.uuid4()}"
+    partition, offset = asyncio.run(_produce_raw(platform, topic, task_key.encode(), GARBAGE))
+    assert partition == partition_for(task_key, platform.topic_partitions)
+
+    # A valid task on the same partition, after the garbage, still completes.
+    follower: dict[str, Any] = {}
+    for attempt in range(200):
+        body = {"query": "What is 2 + 2?", "org_id": "acme", "user_id": "bob", "idempotency_key": f"k{attempt}"}
+        probe_id = task_id_for("acme", f"k{attempt}")
+        if partition_for(probe_id, platform.topic_partitions) == partition:
+            follower = submit_and_wait(platform, body)
+            assert follower["task_id"] == probe_id
+            break
+    assert follower.get("status") == "completed", follower
+    assert follower["result"] == "[offline planner] The result is 4."
+
+    records = asyncio.run(_dead_letters(platform, minimum=1))
+    mine = [
+        r for r in records
+        if (r.source_topic, r.source_partition, r.source_offset) == (topic, partition, offset)
+        and r.consumer.endswith("task-runner")
+    ]
+    assert len(mine) == 1, records
+    record = mine[0]
+    assert record.value == GARBAGE and record.key == task_key.encode()
+    assert record.headers == {"source": "test"}
+    assert record.error_type in ("UnknownSchemaIdError", "WireFormatError")
+    assert record.error
