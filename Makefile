@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 demo: install up ## Install everything, start the stack and the platform, run an example task
 	$(BIN)/agentlog demo
 
-test: install up ## Install everything, start the stack, run every test against it
+test: install lint up ## Install everything, lint, start the stack, run every test against it
 	$(BIN)/python -m pytest
 
 install: $(STAMP) ## Python virtualenv with agentlog and its dev tools

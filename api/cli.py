@@ -77,7 +77,9 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
     if component == "registry":
         from schemas.registry.app import create_app as registry_app
 
-        uvicorn.run(registry_app(settings), host=settings.registry_host, port=settings.registry_port, log_level="info")
+        uvicorn.run(
+            registry_app(settings), host=settings.registry_host, port=settings.registry_port, log_level="info"
+        )
     elif component == "api":
         from api.app import create_app as api_app
 
@@ -107,7 +109,9 @@ def serve() -> None:
     settings = get_settings()
     asyncio.run(_prepare(settings))
     if settings.offline:
-        err.print("[yellow]LLM: OFFLINE planner[/] (no OPENAI_BASE_URL/OPENAI_API_KEY set): deterministic answers")
+        err.print(
+            "[yellow]LLM: OFFLINE planner[/] (no OPENAI_BASE_URL/OPENAI_API_KEY set): deterministic answers"
+        )
     else:
         err.print(f"LLM: {settings.llm_endpoint} model {settings.llm_model}")
     err.print(f"API http://{settings.api_host}:{settings.api_port}  (docs /docs)")
@@ -148,7 +152,9 @@ def submit(
         if response.status_code != 202:
             raise _fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
-        view = _wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
+        view = (
+            _wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
+        )
     if as_json:
         console.print_json(json.dumps(view))
     else:
@@ -229,7 +235,9 @@ def demo(
         log_path = state / "logs" / "platform.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve"], stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "api.cli", "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         (state / "run" / "platform.pid").write_text(str(process.pid))
@@ -243,7 +251,9 @@ def demo(
     console.print(f"LLM: [bold]{mode}[/]")
     console.print(f"submitting: {escape(repr(query))}")
     with httpx.Client(base_url=_api_url(settings), timeout=10) as client:
-        response = client.post("/v1/tasks", json={"query": query, "org_id": "demo-org", "user_id": "demo-user"})
+        response = client.post(
+            "/v1/tasks", json={"query": query, "org_id": "demo-org", "user_id": "demo-user"}
+        )
         if response.status_code != 202:
             raise _fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
@@ -254,8 +264,13 @@ def demo(
     _print_timeline(asyncio.run(_read_timeline(settings, task_id)), task_id)
     base = _api_url(settings)
     console.print("query it:")
-    for url in (f"{base}/v1/tasks/{task_id}", f"{base}/v1/tasks/{task_id}/events", f"{base}/docs",
-                f"{settings.schema_registry_url}/subjects", f"{settings.elasticsearch_url}/{settings.es_index_prefix}/_search?q=task_id:{task_id}"):
+    for url in (
+        f"{base}/v1/tasks/{task_id}",
+        f"{base}/v1/tasks/{task_id}/events",
+        f"{base}/docs",
+        f"{settings.schema_registry_url}/subjects",
+        f"{settings.elasticsearch_url}/{settings.es_index_prefix}/_search?q=task_id:{task_id}",
+    ):
         console.print(f"  {url}")
     console.print(f"  agentlog replay {task_id}")
 

@@ -66,8 +66,10 @@ def supervise(settings: Settings, log_dir: Path) -> int:
     signal.signal(signal.SIGINT, _stop)
     for child in children:
         child.start()
-        console.print(f"[green]started[/] {child.component} (pid {child.process.pid if child.process else '?'})"
-                      f" log: {child.log_path}")
+        console.print(
+            f"[green]started[/] {child.component} (pid {child.process.pid if child.process else '?'})"
+            f" log: {child.log_path}"
+        )
     try:
         while not stopping:
             time.sleep(0.5)

@@ -53,7 +53,8 @@ class TaskProjector:
     async def load_positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT topic, partition, next_offset FROM projection_offsets WHERE projector = %s", (self.name,)
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE projector = %s",
+                (self.name,),
             )
             stored = {TopicPartition(t, p): o for t, p, o in await cursor.fetchall()}
         return {tp: stored[tp] for tp in partitions if tp in stored}
@@ -63,9 +64,7 @@ class TaskProjector:
             fresh: list[Decoded] = []
             if events:
                 async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        _INSERT_EVENT, [_event_row(d) for d in events], returning=True
-                    )
+                    await cursor.executemany(_INSERT_EVENT, [_event_row(d) for d in events], returning=True)
                     inserted: set[tuple[str, int]] = set()
                     while True:
                         row = await cursor.fetchone()
@@ -78,7 +77,8 @@ class TaskProjector:
                 await self._apply_to_views(conn, fresh)
             async with conn.cursor() as cursor:
                 await cursor.executemany(
-                    _UPSERT_OFFSET, [(self.name, tp.topic, tp.partition, offset) for tp, offset in positions.items()]
+                    _UPSERT_OFFSET,
+                    [(self.name, tp.topic, tp.partition, offset) for tp, offset in positions.items()],
                 )
 
     async def _apply_to_views(self, conn: Any, fresh: Sequence[Decoded]) -> None:
@@ -132,7 +132,9 @@ class TaskQueries:
             row = await cursor.fetchone()
         return TaskView.model_validate(row) if row else None
 
-    async def events(self, task_id: str, *, after_sequence: int = -1, limit: int = 100) -> list[dict[str, Any]]:
+    async def events(
+        self, task_id: str, *, after_sequence: int = -1, limit: int = 100
+    ) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(

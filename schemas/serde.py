@@ -13,7 +13,7 @@ import json
 import struct
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import load_schema
@@ -39,8 +39,7 @@ def parsed_schema(fullname: str) -> dict[str, Any]:
     path = AVRO_DIR / f"{fullname}.avsc"
     if not path.exists():
         raise UnknownRecordError(f"no schema file for record {fullname!r} in {AVRO_DIR}")
-    schema: dict[str, Any] = load_schema(str(path), _write_hint=False)
-    return schema
+    return cast(dict[str, Any], load_schema(str(path), _write_hint=False))
 
 
 @cache
@@ -104,9 +103,7 @@ def decode_event(body: bytes, writer_schema_text: str) -> Event:
     payload_type = PAYLOAD_TYPES.get(fullname)
     if payload_type is None:
         raise UnknownRecordError(f"record {fullname!r} is not a task event known to this agentlog version")
-    record = fastavro.schemaless_reader(
-        io.BytesIO(body), _parsed_writer(writer_schema_text), parsed_schema(fullname)
-    )
+    record = _read(body, writer_schema_text, fullname)
     envelope_fields = record.pop("envelope")
     return Event(
         envelope=Envelope.model_validate(envelope_fields),
@@ -116,10 +113,19 @@ def decode_event(body: bytes, writer_schema_text: str) -> Event:
 
 
 def decode_dead_letter(body: bytes, writer_schema_text: str) -> RecordDeadLettered:
+    return RecordDeadLettered.model_validate(_read(body, writer_schema_text, RecordDeadLettered.fullname()))
+
+
+def _read(body: bytes, writer_schema_text: str, reader_fullname: str) -> dict[str, Any]:
+    """Decode with the writer's schema, resolved to our local (reader) schema of the record."""
+    reader = io.BytesIO(body)
     record = fastavro.schemaless_reader(
-        io.BytesIO(body), _parsed_writer(writer_schema_text), parsed_schema(RecordDeadLettered.fullname())
+        reader, _parsed_writer(writer_schema_text), parsed_schema(reader_fullname)
     )
-    return RecordDeadLettered.model_validate(record)
+    if reader.tell() != len(body):
+        # A body with trailing bytes was not written with this schema, whatever decoded before them.
+        raise ValueError(f"{len(body) - reader.tell()} bytes left after decoding {reader_fullname}")
+    return cast(dict[str, Any], record)
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -135,5 +141,7 @@ def unframe(data: bytes | None) -> tuple[int, bytes]:
         raise WireFormatError(f"record of {len(data)} bytes is shorter than the 5-byte Confluent header")
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC_BYTE:
-        raise WireFormatError(f"unknown magic byte {magic} (expected {MAGIC_BYTE}): not Confluent wire format")
+        raise WireFormatError(
+            f"unknown magic byte {magic} (expected {MAGIC_BYTE}): not Confluent wire format"
+        )
     return schema_id, data[_HEADER.size :]

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> list[str]:
     """Create every catalogue topic that does not exist yet; returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    async for attempt in AsyncRetrying(stop=stop_after_delay(timeout), wait=wait_exponential(max=2), reraise=True):
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(timeout), wait=wait_exponential(max=2), reraise=True
+    ):
         with attempt:
             await admin.start()
     try:
@@ -33,7 +35,9 @@ async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> list[st
         ]
         if missing:
             response = await admin.create_topics(missing)
-            for name, code, *_ in getattr(response, "topic_errors", getattr(response, "topic_error_codes", [])):
+            for name, code, *_ in getattr(
+                response, "topic_errors", getattr(response, "topic_error_codes", [])
+            ):
                 # 36 = TOPIC_ALREADY_EXISTS: another process created it first, which is fine.
                 if code not in (0, 36):
                     raise RuntimeError(f"creating topic {name} failed with Kafka error code {code}")

@@ -49,7 +49,9 @@ class Projector(Protocol):
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: AIOKafkaConsumer, load: Callable[[Sequence[TopicPartition]], Awaitable[dict]]):
+    def __init__(
+        self, consumer: AIOKafkaConsumer, load: Callable[[Sequence[TopicPartition]], Awaitable[dict]]
+    ):
         self._consumer = consumer
         self._load = load
 
@@ -91,7 +93,9 @@ class ProjectionLoop:
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        self._consumer.subscribe(self._topics, listener=_SeekToStored(self._consumer, self._projector.load_positions))
+        self._consumer.subscribe(
+            self._topics, listener=_SeekToStored(self._consumer, self._projector.load_positions)
+        )
         await self._consumer.start()
         try:
             while not self._stopping.is_set():
@@ -113,7 +117,7 @@ class ProjectionLoop:
                     event = await self._codec.decode(record.value)
                 except RegistryUnavailable:
                     raise
-                except Exception as exc:  # noqa: BLE001 - parked in the dead-letter topic, loudly
+                except Exception as exc:
                     await self._producer.dead_letter(
                         source_topic=record.topic,
                         partition=record.partition,

@@ -6,10 +6,16 @@ Every process (API, schema registry, processors, projectors, CLI) takes its conf
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _port(variable: str, default: int) -> str:
+    # The same AGENTLOG_*_PORT variables move the local stack (deploy/local) and the platform.
+    return os.environ.get(variable, str(default))
 
 
 class Settings(BaseSettings):
@@ -17,7 +23,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AGENTLOG_", extra="ignore")
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(
+        default_factory=lambda: f"127.0.0.1:{_port('AGENTLOG_KAFKA_PORT', 9092)}",
+        description="Kafka bootstrap servers.",
+    )
     topic_prefix: str = Field(default="agentlog", description="Prefix of every agentlog topic name.")
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of the task topics.")
 
@@ -30,10 +39,18 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
-    postgres_dsn: str = "postgresql://agentlog:agentlog@127.0.0.1:5432/agentlog"
-    elasticsearch_url: str = "http://127.0.0.1:9200"
+    postgres_dsn: str = Field(
+        default_factory=lambda: (
+            f"postgresql://agentlog:agentlog@127.0.0.1:{_port('AGENTLOG_PG_PORT', 5432)}/agentlog"
+        )
+    )
+    elasticsearch_url: str = Field(
+        default_factory=lambda: f"http://127.0.0.1:{_port('AGENTLOG_ES_PORT', 9200)}"
+    )
     es_index_prefix: str = Field(default="agentlog-audit", description="Prefix of the audit index and alias.")
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(
+        default_factory=lambda: f"redis://127.0.0.1:{_port('AGENTLOG_REDIS_PORT', 6379)}/0"
+    )
 
     # LLM: with no endpoint configured the offline planner (an OpenAI-compatible server on loopback)
     # answers, so the platform runs on a machine with no network.

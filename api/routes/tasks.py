@@ -41,7 +41,9 @@ class TaskCreate(BaseModel):
     org_id: str = Field(description="Tenant that owns the task.")
     user_id: str = Field(description="User on whose behalf the task runs.")
     session_id: str | None = Field(default=None, description="Session/conversation id.")
-    context: dict[str, str] = Field(default_factory=dict, max_length=64, description="Extra key/value context.")
+    context: dict[str, str] = Field(
+        default_factory=dict, max_length=64, description="Extra key/value context."
+    )
     priority: Priority = Priority.NORMAL
     idempotency_key: str | None = Field(
         default=None,
@@ -53,7 +55,9 @@ class TaskCreate(BaseModel):
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
         if value is not None and not _IDENTIFIER.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits and . _ : @ -, starting alphanumeric")
+            raise ValueError(
+                "must be 1-128 characters of letters, digits and . _ : @ -, starting alphanumeric"
+            )
         return value
 
 
@@ -111,7 +115,10 @@ async def get_task(task_id: str, resources: ResourcesDep) -> TaskView:
 
 
 @router.get(
-    "/{task_id}/events", response_model=TaskEventsPage, operation_id="list_task_events", summary="A task's events"
+    "/{task_id}/events",
+    response_model=TaskEventsPage,
+    operation_id="list_task_events",
+    summary="A task's events",
 )
 async def list_task_events(
     task_id: str,

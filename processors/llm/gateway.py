@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any, cast
 
 import httpx
 import openai
@@ -47,7 +48,7 @@ class LlmGateway:
             response = await self._client.chat.completions.create(
                 model=request.model,
                 messages=json.loads(request.messages_json),
-                tools=tools or openai.NOT_GIVEN,
+                tools=cast(Any, tools) if tools else openai.omit,
                 extra_headers={"Idempotency-Key": request.idempotency_key},
             )
         except (openai.OpenAIError, httpx.HTTPError) as exc:

@@ -226,7 +226,11 @@ def _initial_messages(query: str) -> list[dict[str, Any]]:
 
 def _model_response(command: RecordModelResponse, state: TaskState) -> list[Payload]:
     pending = state.pending_llm
-    if state.status is not Status.RUNNING or pending is None or pending.idempotency_key != command.idempotency_key:
+    if (
+        state.status is not Status.RUNNING
+        or pending is None
+        or pending.idempotency_key != command.idempotency_key
+    ):
         return []
     completed = LlmCallCompleted(
         step=pending.step,
@@ -265,7 +269,11 @@ def _model_response(command: RecordModelResponse, state: TaskState) -> list[Payl
 
 def _model_failure(command: RecordModelFailure, state: TaskState) -> list[Payload]:
     pending = state.pending_llm
-    if state.status is not Status.RUNNING or pending is None or pending.idempotency_key != command.idempotency_key:
+    if (
+        state.status is not Status.RUNNING
+        or pending is None
+        or pending.idempotency_key != command.idempotency_key
+    ):
         return []
     failed = LlmCallFailed(
         step=pending.step,
@@ -334,7 +342,9 @@ def evolve(state: TaskState, event: Event) -> TaskState:
     """
     envelope = event.envelope
     if state.task_id and envelope.task_id != state.task_id:
-        raise HistoryError(f"event {envelope.event_id} belongs to task {envelope.task_id}, not {state.task_id}")
+        raise HistoryError(
+            f"event {envelope.event_id} belongs to task {envelope.task_id}, not {state.task_id}"
+        )
     if envelope.sequence <= state.sequence:
         return state
     if envelope.sequence != state.sequence + 1:
@@ -393,7 +403,11 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
             calls = json.loads(payload.tool_calls_json)
             if calls:
                 assistant["tool_calls"] = [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments_json"]}}
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": c["arguments_json"]},
+                    }
                     for c in calls
                 ]
             return state.model_copy(
@@ -429,7 +443,12 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
             )
         case TaskFailed():
             return state.model_copy(
-                update={"status": Status.FAILED, "error": payload.error, "pending_llm": None, "pending_tools": ()}
+                update={
+                    "status": Status.FAILED,
+                    "error": payload.error,
+                    "pending_llm": None,
+                    "pending_tools": (),
+                }
             )
     raise HistoryError(f"no evolve rule for {type(payload).__name__}")
 

@@ -82,7 +82,9 @@ class TaskRunner:
         payloads = decide(command, state)
         if not payloads:
             return state
-        stamped = stamp(state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION)
+        stamped = stamp(
+            state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
+        )
         await self._producer.publish(self._topic, stamped, traceparent=traceparent)
         for event, _ in stamped:
             state = evolve(state, event)

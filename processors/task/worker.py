@@ -114,8 +114,10 @@ def build_app(settings: Settings | None = None) -> faust.App:
                 # Infrastructure outage, not a bad record: crash so the supervisor restarts the
                 # worker and the record is delivered again (at-least-once).
                 raise
-            except Exception as exc:  # noqa: BLE001 - every other failure is dead-lettered, loudly
-                log.exception("task record %s[%d]@%d failed", message.topic, message.partition, message.offset)
+            except Exception as exc:
+                log.exception(
+                    "task record %s[%d]@%d failed", message.topic, message.partition, message.offset
+                )
                 await resources.producer.dead_letter(
                     source_topic=message.topic,
                     partition=message.partition,

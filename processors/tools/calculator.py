@@ -33,7 +33,9 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos,
 
 PARAMETERS: dict[str, Any] = {
     "type": "object",
-    "properties": {"expression": {"type": "string", "description": "Arithmetic expression, e.g. (17 + 25) * 3"}},
+    "properties": {
+        "expression": {"type": "string", "description": "Arithmetic expression, e.g. (17 + 25) * 3"}
+    },
     "required": ["expression"],
     "additionalProperties": False,
 }
@@ -52,7 +54,11 @@ def evaluate(expression: str) -> int | float:
 
 
 def _eval(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _bounded(_UNARY[type(node.op)](_eval(node.operand)))
@@ -64,7 +70,9 @@ def _eval(node: ast.AST) -> int | float:
             return _bounded(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError as exc:
             raise CalculatorError("division by zero") from exc
-    raise CalculatorError(f"unsupported element {ast.dump(node)[:80]!r}: only numbers and arithmetic operators")
+    raise CalculatorError(
+        f"unsupported element {ast.dump(node)[:80]!r}: only numbers and arithmetic operators"
+    )
 
 
 def _bounded(value: int | float) -> int | float:

@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RegistryError)
     async def _registry_error(_: Request, exc: RegistryError) -> JSONResponse:
         return JSONResponse(
-            {"error_code": exc.error_code, "message": exc.message}, status_code=exc.status, media_type=MEDIA_TYPE
+            {"error_code": exc.error_code, "message": exc.message},
+            status_code=exc.status,
+            media_type=MEDIA_TYPE,
         )
 
     def _check_avro(body: SchemaRequest) -> None:
@@ -91,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if version == "latest":
             return _version_body(versions[-1])
         if not version.isdigit():
-            raise RegistryError(422, 42202, f"Invalid version {version!r}: must be a positive integer or 'latest'")
+            raise RegistryError(
+                422, 42202, f"Invalid version {version!r}: must be a positive integer or 'latest'"
+            )
         for registered in versions:
             if registered.version == int(version):
                 return _version_body(registered)

@@ -62,7 +62,12 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
     # A valid task on the same partition, after the garbage, still completes.
     follower: dict[str, Any] = {}
     for attempt in range(200):
-        body = {"query": "What is 2 + 2?", "org_id": "acme", "user_id": "bob", "idempotency_key": f"k{attempt}"}
+        body = {
+            "query": "What is 2 + 2?",
+            "org_id": "acme",
+            "user_id": "bob",
+            "idempotency_key": f"k{attempt}",
+        }
         probe_id = task_id_for("acme", f"k{attempt}")
         if partition_for(probe_id, platform.topic_partitions) == partition:
             follower = submit_and_wait(platform, body)
@@ -73,7 +78,8 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
 
     records = asyncio.run(_dead_letters(platform, minimum=1))
     mine = [
-        r for r in records
+        r
+        for r in records
         if (r.source_topic, r.source_partition, r.source_offset) == (topic, partition, offset)
         and r.consumer.endswith("task-runner")
     ]

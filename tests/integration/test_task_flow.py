@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -58,7 +59,9 @@ def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "agentlog-tests-offsets"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
     finally:
         consumer.close()
 
@@ -91,7 +94,11 @@ def test_invalid_submissions_get_422_and_produce_nothing(platform: Settings) -> 
 def _read_task_records(settings: Settings, topic: str, task_id: str) -> list[Any]:
     """The task's records on ``topic``, read with confluent-kafka (librdkafka), not our own client."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": "agentlog-tests", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "agentlog-tests",
+            "enable.auto.commit": False,
+        }
     )
     try:
         partitions = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
@@ -109,7 +116,9 @@ def _read_task_records(settings: Settings, topic: str, task_id: str) -> list[Any
         consumer.close()
 
 
-def test_events_decode_with_confluents_client_and_registry(platform: Settings, completed_task: dict[str, Any]) -> None:
+def test_events_decode_with_confluents_client_and_registry(
+    platform: Settings, completed_task: dict[str, Any]
+) -> None:
     task_id = completed_task["task_id"]
     registry = SchemaRegistryClient({"url": platform.schema_registry_url})
     deserialize = AvroDeserializer(registry)
@@ -134,18 +143,22 @@ def test_events_decode_with_confluents_client_and_registry(platform: Settings, c
     assert [v["envelope"]["sequence"] for v, _ in decoded] == list(range(len(EXPECTED_TYPES)))
     assert decoded[0][0]["query"] == QUERY
     assert decoded[0][0]["envelope"]["prev_hash"] is None
-    for (previous, previous_digest), (current, _) in zip(decoded, decoded[1:], strict=False):
+    for (previous, previous_digest), (current, _) in itertools.pairwise(decoded):
         assert current["envelope"]["prev_hash"] == previous_digest
         assert current["envelope"]["causation_id"] == str(previous["envelope"]["event_id"])
     assert decoded[-1][0]["result"] == "[offline planner] The result is 126."
 
 
-def test_postgres_read_model_holds_the_task_and_its_events(platform: Settings, completed_task: dict[str, Any]) -> None:
+def test_postgres_read_model_holds_the_task_and_its_events(
+    platform: Settings, completed_task: dict[str, Any]
+) -> None:
     task_id = completed_task["task_id"]
     row = pg_rows(platform, "SELECT * FROM task_executions WHERE task_id = %s", task_id)[0]
     assert row["status"] == "completed" and row["event_count"] == len(EXPECTED_TYPES)
     events = pg_rows(
-        platform, "SELECT sequence, event_type, topic FROM task_events WHERE task_id = %s ORDER BY sequence", task_id
+        platform,
+        "SELECT sequence, event_type, topic FROM task_events WHERE task_id = %s ORDER BY sequence",
+        task_id,
     )
     assert [e["event_type"] for e in events] == EXPECTED_TYPES
     assert {e["topic"] for e in events} == {REQUESTS.name(platform), EVENTS.name(platform)}
@@ -158,7 +171,9 @@ def test_postgres_read_model_holds_the_task_and_its_events(platform: Settings, c
     assert {o["topic"] for o in offsets} >= {REQUESTS.name(platform), EVENTS.name(platform)}
 
 
-def test_elasticsearch_audit_index_holds_every_event(platform: Settings, completed_task: dict[str, Any]) -> None:
+def test_elasticsearch_audit_index_holds_every_event(
+    platform: Settings, completed_task: dict[str, Any]
+) -> None:
     task_id = completed_task["task_id"]
     alias = platform.es_index_prefix
     search = f"{platform.elasticsearch_url}/{alias}/_search"
@@ -178,7 +193,14 @@ def test_elasticsearch_audit_index_holds_every_event(platform: Settings, complet
     assert properties["payload"]["properties"]["query"]["type"] == "text"
     full_text = httpx.post(
         search,
-        json={"query": {"bool": {"must": {"match": {"payload.query": "17 25"}}, "filter": {"term": {"task_id": task_id}}}}},
+        json={
+            "query": {
+                "bool": {
+                    "must": {"match": {"payload.query": "17 25"}},
+                    "filter": {"term": {"task_id": task_id}},
+                }
+            }
+        },
     ).json()
     assert [h["_source"]["event_type"] for h in full_text["hits"]["hits"]] == ["TaskSubmitted"]
 
@@ -187,7 +209,10 @@ def test_replay_prints_the_timeline_from_kafka(platform: Settings, completed_tas
     task_id = completed_task["task_id"]
     env = _cli_env(platform)
     result = subprocess.run(
-        [sys.executable, "-m", "api.cli", "replay", task_id, "--json"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "api.cli", "replay", task_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -195,12 +220,20 @@ def test_replay_prints_the_timeline_from_kafka(platform: Settings, completed_tas
     assert [r["event_type"] for r in rows] == EXPECTED_TYPES
     assert rows[5]["tool"] == "calculator" and rows[5]["detail"] == "126"
     table = subprocess.run(
-        [sys.executable, "-m", "api.cli", "replay", task_id], env={**env, "COLUMNS": "200"}, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "api.cli", "replay", task_id],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert table.returncode == 0 and "ToolCallCompleted" in table.stdout and "[offline planner]" in table.stdout
+    assert (
+        table.returncode == 0 and "ToolCallCompleted" in table.stdout and "[offline planner]" in table.stdout
+    )
     unknown = subprocess.run(
-        [sys.executable, "-m", "api.cli", "replay", "no-such-task"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "api.cli", "replay", "no-such-task"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert unknown.returncode == 1 and "no events of task no-such-task" in unknown.stderr
@@ -230,6 +263,9 @@ def test_history_reader_matches_postgres(platform: Settings, completed_task: dic
             await registry.close()
 
     events = asyncio.run(read())
-    rows = pg_rows(platform, "SELECT event_id, digest FROM task_events WHERE task_id = %s ORDER BY sequence",
-                   completed_task["task_id"])
+    rows = pg_rows(
+        platform,
+        "SELECT event_id, digest FROM task_events WHERE task_id = %s ORDER BY sequence",
+        completed_task["task_id"],
+    )
     assert [(e.envelope.event_id, e.digest) for e in events] == [(r["event_id"], r["digest"]) for r in rows]

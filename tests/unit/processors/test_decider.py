@@ -73,7 +73,9 @@ def test_tool_call_then_answer_completes_the_task() -> None:
     assert pending_effects(state) == [tool_request]
 
     state, payloads = when(
-        state, RecordToolResult(idempotency_key=tool_request.idempotency_key, output="42", latency_ms=0.1), history
+        state,
+        RecordToolResult(idempotency_key=tool_request.idempotency_key, output="42", latency_ms=0.1),
+        history,
     )
     assert types(payloads) == ["ToolCallCompleted", "LlmCallRequested"]
     second = payloads[1]
@@ -109,7 +111,10 @@ def test_model_failure_fails_the_task() -> None:
     state, _ = when(state, START, history)
     assert state.pending_llm is not None
     failure = RecordModelFailure(
-        idempotency_key=state.pending_llm.idempotency_key, error_type="APITimeoutError", error="timed out", latency_ms=5
+        idempotency_key=state.pending_llm.idempotency_key,
+        error_type="APITimeoutError",
+        error="timed out",
+        latency_ms=5,
     )
     state, payloads = when(state, failure, history)
     assert types(payloads) == ["LlmCallFailed", "TaskFailed"]
@@ -122,7 +127,9 @@ def test_tool_error_is_shown_to_the_model() -> None:
     state, _ = when(state, START, history)
     state, payloads = when(state, model_says(state, None, CALC), history)
     key = payloads[1].idempotency_key  # type: ignore[attr-defined]
-    failure = RecordToolResult(idempotency_key=key, error_type="CalculatorError", error="division by zero", latency_ms=0)
+    failure = RecordToolResult(
+        idempotency_key=key, error_type="CalculatorError", error="division by zero", latency_ms=0
+    )
     state, payloads = when(state, failure, history)
     assert types(payloads) == ["ToolCallFailed", "LlmCallRequested"]
     assert json.loads(payloads[1].messages_json)[-1]["content"] == "error: division by zero"  # type: ignore[attr-defined]
@@ -146,9 +153,13 @@ def test_parallel_tool_calls_wait_for_all_results() -> None:
     state, payloads = when(state, model_says(state, None, CALC, second), history)
     assert types(payloads) == ["LlmCallCompleted", "ToolCallRequested", "ToolCallRequested"]
     first_key, second_key = (p.idempotency_key for p in payloads[1:])  # type: ignore[attr-defined]
-    state, payloads = when(state, RecordToolResult(idempotency_key=second_key, output="1", latency_ms=0), history)
+    state, payloads = when(
+        state, RecordToolResult(idempotency_key=second_key, output="1", latency_ms=0), history
+    )
     assert types(payloads) == ["ToolCallCompleted"]
-    state, payloads = when(state, RecordToolResult(idempotency_key=first_key, output="2", latency_ms=0), history)
+    state, payloads = when(
+        state, RecordToolResult(idempotency_key=first_key, output="2", latency_ms=0), history
+    )
     assert types(payloads) == ["ToolCallCompleted", "LlmCallRequested"]
 
 

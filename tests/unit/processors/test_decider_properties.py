@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +54,8 @@ def runs(draw: st.DrawFn) -> tuple[TaskState, TaskState, list]:
                     model="m",
                     content=draw(st.text(max_size=20)) if n == 0 else None,
                     tool_calls=tuple(
-                        ToolCall(id=f"s{effect.step}c{i}", name="calculator", arguments_json="{}") for i in range(n)
+                        ToolCall(id=f"s{effect.step}c{i}", name="calculator", arguments_json="{}")
+                        for i in range(n)
                     ),
                     finish_reason="stop",
                     prompt_tokens=draw(st.integers(0, 1000)),
@@ -80,7 +83,7 @@ def test_fold_of_history_equals_live_state(run: tuple[TaskState, TaskState, list
     live, folded, history = run
     assert folded == live
     assert [e.sequence for e in history] == list(range(len(history)))
-    for previous, event in zip(history, history[1:], strict=False):
+    for previous, event in itertools.pairwise(history):
         assert event.envelope.prev_hash == previous.digest
 
 

@@ -18,17 +18,43 @@ def completed_history() -> list[Event]:
     call = ToolCall(id="c1", name="calculator", arguments_json="{}")
     state, payloads = when(
         state,
-        RecordModelResponse(idempotency_key=state.pending_llm.idempotency_key, model="m", content=None,
-                            tool_calls=(call,), finish_reason="tool_calls", prompt_tokens=3, completion_tokens=2,
-                            latency_ms=1, response_json="{}"),
+        RecordModelResponse(
+            idempotency_key=state.pending_llm.idempotency_key,
+            model="m",
+            content=None,
+            tool_calls=(call,),
+            finish_reason="tool_calls",
+            prompt_tokens=3,
+            completion_tokens=2,
+            latency_ms=1,
+            response_json="{}",
+        ),
         history,
     )
-    state, _ = when(state, RecordToolResult(idempotency_key=payloads[1].idempotency_key, output="42",  # type: ignore[attr-defined]
-                                            latency_ms=0), history)
+    state, _ = when(
+        state,
+        RecordToolResult(
+            idempotency_key=payloads[1].idempotency_key,
+            output="42",  # type: ignore[attr-defined]
+            latency_ms=0,
+        ),
+        history,
+    )
     assert state.pending_llm is not None
-    when(state, RecordModelResponse(idempotency_key=state.pending_llm.idempotency_key, model="m", content="42",
-                                    finish_reason="stop", prompt_tokens=5, completion_tokens=1, latency_ms=1,
-                                    response_json="{}"), history)
+    when(
+        state,
+        RecordModelResponse(
+            idempotency_key=state.pending_llm.idempotency_key,
+            model="m",
+            content="42",
+            finish_reason="stop",
+            prompt_tokens=5,
+            completion_tokens=1,
+            latency_ms=1,
+            response_json="{}",
+        ),
+        history,
+    )
     return history
 
 
@@ -50,7 +76,10 @@ def test_in_order_projection() -> None:
     assert (view.prompt_tokens, view.completion_tokens, view.total_tokens) == (8, 3, 11)
     assert view.result == "42"
     assert view.last_sequence == len(HISTORY) - 1 == view.event_count - 1
-    assert view.duration_ms == (HISTORY[-1].envelope.occurred_at - HISTORY[0].envelope.occurred_at).total_seconds() * 1000
+    assert (
+        view.duration_ms
+        == (HISTORY[-1].envelope.occurred_at - HISTORY[0].envelope.occurred_at).total_seconds() * 1000
+    )
 
 
 @settings(max_examples=100)

@@ -16,14 +16,25 @@ from pydantic import BaseModel
 from schemas.events import PAYLOAD_TYPES, Envelope, RecordDeadLettered
 from schemas.serde import AVRO_DIR, parsed_schema, record_fullnames
 
-_PRIMITIVE = {str: "string", int: ("int", "long"), float: ("double", "float"), bool: "boolean", bytes: "bytes"}
+_PRIMITIVE = {
+    str: "string",
+    int: ("int", "long"),
+    float: ("double", "float"),
+    bool: "boolean",
+    bytes: "bytes",
+}
 
 
 def _avro_matches(annotation: Any, avro: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return isinstance(avro, list) and avro[0] == "null" and len(args) == 1 and _avro_matches(args[0], avro[1])
+        return (
+            isinstance(avro, list)
+            and avro[0] == "null"
+            and len(args) == 1
+            and _avro_matches(args[0], avro[1])
+        )
     if isinstance(avro, dict):
         logical = avro.get("logicalType")
         if logical == "uuid":
@@ -35,9 +46,11 @@ def _avro_matches(annotation: Any, avro: Any) -> bool:
         if avro["type"] == "array":
             return origin is list and _avro_matches(typing.get_args(annotation)[0], avro["items"])
         if avro["type"] == "enum":
-            return isinstance(annotation, type) and issubclass(annotation, Enum) and [
-                m.value for m in annotation
-            ] == avro["symbols"]
+            return (
+                isinstance(annotation, type)
+                and issubclass(annotation, Enum)
+                and [m.value for m in annotation] == avro["symbols"]
+            )
         if avro["type"] == "record":
             return isinstance(annotation, type) and issubclass(annotation, BaseModel)
         return _avro_matches(annotation, avro["type"])
@@ -50,7 +63,9 @@ def _check(model: type[BaseModel], fields: list[dict[str, Any]]) -> None:
     assert set(model.model_fields) == set(avro_fields), model.__name__
     for name, info in model.model_fields.items():
         avro = avro_fields[name]
-        assert _avro_matches(info.annotation, avro["type"]), f"{model.__name__}.{name}: {info.annotation} vs {avro}"
+        assert _avro_matches(info.annotation, avro["type"]), (
+            f"{model.__name__}.{name}: {info.annotation} vs {avro}"
+        )
         assert avro.get("doc"), f"{model.__name__}.{name} has no doc in the .avsc"
         has_default = not info.is_required()
         assert has_default == ("default" in avro), f"{model.__name__}.{name}: default differs"

@@ -22,9 +22,7 @@ from schemas.serde import (
 )
 
 texts = st.text(max_size=50)
-times = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-)
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
 @st.composite
@@ -61,11 +59,22 @@ def test_task_submitted_round_trips(envelope: Envelope, payload: TaskSubmitted) 
 
 
 @given(envelopes(), st.integers(0, 10**9), st.floats(0, 1e6), st.none() | texts)
-def test_llm_call_completed_round_trips(envelope: Envelope, tokens: int, latency: float, content: str | None) -> None:
+def test_llm_call_completed_round_trips(
+    envelope: Envelope, tokens: int, latency: float, content: str | None
+) -> None:
     payload = LlmCallCompleted(
-        step=1, idempotency_key="k", provider="p", model="m", content=content, finish_reason="stop",
-        prompt_tokens=tokens, completion_tokens=1, total_tokens=tokens + 1, latency_ms=latency,
-        offline=True, response_json="{}",
+        step=1,
+        idempotency_key="k",
+        provider="p",
+        model="m",
+        content=content,
+        finish_reason="stop",
+        prompt_tokens=tokens,
+        completion_tokens=1,
+        total_tokens=tokens + 1,
+        latency_ms=latency,
+        offline=True,
+        response_json="{}",
     )
     event, body = seal(envelope, payload)
     assert decode_event(body, schema_json(LlmCallCompleted.fullname())) == event
@@ -75,8 +84,15 @@ def test_digest_is_sha256_of_the_body_and_changes_with_content() -> None:
     import hashlib
 
     envelope = Envelope(
-        event_id=uuid.uuid4(), task_id="t", org_id="o", user_id="u", sequence=0,
-        occurred_at=datetime.now(UTC), correlation_id="t", producer="p", producer_version="1",
+        event_id=uuid.uuid4(),
+        task_id="t",
+        org_id="o",
+        user_id="u",
+        sequence=0,
+        occurred_at=datetime.now(UTC),
+        correlation_id="t",
+        producer="p",
+        producer_version="1",
     )
     event, body = seal(envelope, TaskSubmitted(query="a"))
     assert event.digest == hashlib.sha256(body).hexdigest()
@@ -99,13 +115,20 @@ def test_unframe_rejects_non_confluent_bytes(data: bytes | None, message: str) -
 
 def test_decoding_an_unknown_record_is_an_error() -> None:
     writer = '{"type":"record","name":"Stranger","namespace":"x","fields":[]}'
-    with pytest.raises(UnknownRecordError, match="x.Stranger"):
+    with pytest.raises(UnknownRecordError, match=r"x\.Stranger"):
         decode_event(b"", writer)
 
 
 def test_envelope_requires_aware_time_and_keeps_milliseconds() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Envelope(
-            event_id=uuid.uuid4(), task_id="t", org_id="o", user_id="u", sequence=0,
-            occurred_at=datetime(2026, 1, 1), correlation_id="t", producer="p", producer_version="1",
+            event_id=uuid.uuid4(),
+            task_id="t",
+            org_id="o",
+            user_id="u",
+            sequence=0,
+            occurred_at=datetime(2026, 1, 1),
+            correlation_id="t",
+            producer="p",
+            producer_version="1",
         )
