@@ -10,9 +10,10 @@
 #   install  mvn resolves org.elasticsearch:elasticsearch (+deps) into <home>/lib, the
 #            transport-netty4 module into <home>/modules/transport-netty4 and the
 #            entitlement bridge into <home>/lib/entitlement-bridge; javac builds
-#            src/agentlog/es/*: the Launcher (stands in for the unpublished server-cli),
-#            the entitlement agent jar and a tiny GET / plugin (stands in for the
-#            unpublished rest-root module).  <home> = $AGENTLOG_HOME/cache/elasticsearch-<v>.
+#            elasticsearch/src/: the Launcher (stands in for the unpublished server-cli),
+#            the entitlement agent jar, a tiny GET / plugin (stands in for the
+#            unpublished rest-root module) and a null ANSI-console loader; links Debian's
+#            libzstd. <home> = $AGENTLOG_HOME/cache/elasticsearch-<version>.
 #   start    runs ONE JVM as the unprivileged user agentlog-es (ES refuses root):
 #            Launcher builds ServerArgs from config/elasticsearch.yml with ES's own classes,
 #            feeds them to the real org.elasticsearch.bootstrap.Elasticsearch.main via
@@ -22,6 +23,7 @@
 set -euo pipefail
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck disable=SC2034 # read by lib.sh's info/warn/die
 AGENTLOG_SERVICE=elasticsearch
 
 # The one pin. The Python client must have the same major (elasticsearch==9.*).
@@ -75,14 +77,14 @@ find_jdk() {
 jdk_bin() {
     find_jdk "$ES_MIN_JAVA" || die "Elasticsearch $ES_VERSION needs a JDK $ES_MIN_JAVA+ (java, javac, jar);" \
         "none found via JAVA_HOME, PATH or /usr/lib/jvm/*/bin (found: $(
-            ls -d /usr/lib/jvm/*/ 2>/dev/null | xargs -r -n1 basename | tr '\n' ' '
+            find /usr/lib/jvm -mindepth 1 -maxdepth 1 -printf '%f ' 2>/dev/null
         )). Install e.g. openjdk-21-jdk-headless or a Temurin 21+/25 JDK."
 }
 
 # --- install -----------------------------------------------------------------------
 jars_stamp() { { echo "$ES_VERSION"; cat "$ES_SRC/pom.xml"; } | sha256sum | cut -d' ' -f1; }
 build_stamp() {
-    { echo "$ES_VERSION"; find "$ES_SRC/src" "$ES_SRC/config" -type f | sort | xargs cat; } |
+    { echo "$ES_VERSION"; find "$ES_SRC/src" "$ES_SRC/config" "${BASH_SOURCE[0]}" -type f | sort | xargs cat; } |
         sha256sum | cut -d' ' -f1
 }
 jars_ready() { [[ "$(cat "$ES_HOME/.jars.sha256" 2>/dev/null)" == "$(jars_stamp)" ]]; }
@@ -92,7 +94,7 @@ installed() { jars_ready && build_ready; }
 install_jars() {
     local m2=(-Des.version="$ES_VERSION")
     local tmp="$ES_HOME/.staging"
-    rm -rf "$tmp" "$ES_HOME/lib" "$ES_HOME/modules/transport-netty4"
+    rm -rf "$tmp" "${ES_HOME:?}/lib" "$ES_HOME/modules/transport-netty4"
     mkdir -p "$tmp" "$ES_HOME/modules"
     # server + its runtime dependencies: the module path
     mvn_copy_deps "$ES_SRC" "$ES_HOME/lib" -Pserver "${m2[@]}"
@@ -116,7 +118,7 @@ install_jars() {
 
 install_build() {
     local src="$ES_SRC/src/agentlog/es" out="$ES_HOME/.build" jv=(--release "$ES_MIN_JAVA" -nowarn -Xlint:none)
-    rm -rf "$out" "$ES_HOME/launcher" "$ES_HOME/lib/entitlement-agent" "$ES_HOME/modules/agentlog-rest-root"
+    rm -rf "$out" "$ES_HOME/launcher" "$ES_HOME/lib/entitlement-agent" "$ES_HOME/lib/tools" "$ES_HOME/modules/agentlog-rest-root"
     mkdir -p "$out"/{launcher,agent,root} "$ES_HOME/lib/entitlement-agent" "$ES_HOME/modules/agentlog-rest-root"
     # the ES jars are modular; compiling against them on the class path is fine for
     # code that runs in the unnamed module (launcher, agent, classic plugin)
@@ -136,14 +138,16 @@ classname=agentlog.es.rootinfo.RootInfoPlugin
 java.version=$ES_MIN_JAVA
 elasticsearch.version=$ES_VERSION
 EOF
+    # the node loads org.elasticsearch.io.ansi.AnsiConsoleLoader from lib/tools/ansi-console/
+    mkdir -p "$out/ansi" "$ES_HOME/lib/tools/ansi-console"
+    "$JDK/javac" "${jv[@]}" -d "$out/ansi" "$ES_SRC/src/org/elasticsearch/io/ansi/AnsiConsoleLoader.java"
+    "$JDK/jar" --create --file "$ES_HOME/lib/tools/ansi-console/agentlog-ansi-console.jar" -C "$out/ansi" .
     rm -rf "$out"
 
     # config/ (elasticsearch.yml reads ${AGENTLOG_ES_*} from the environment)
     rm -rf "$ES_HOME/config"
     cp -r "$ES_SRC/config" "$ES_HOME/config"
     mkdir -p "$ES_HOME/plugins"
-    # the node lists this dir for an optional fancy-console jar; empty = plain console
-    mkdir -p "$ES_HOME/lib/tools/ansi-console"
 
     # native zstd (ES compresses stored fields with it): the distribution ships
     # lib/platform/<os-arch>/libzstd.so; we point that at Debian's libzstd1.
@@ -205,8 +209,10 @@ java_cmd() {
     feature="$(java_major "$java")"
     local opts=()
     mapfile -t opts < <(grep -Ev '^[[:space:]]*(#|$)' "$ES_HOME/config/jvm.options")
-    local native=(--enable-native-access=org.elasticsearch.nativeaccess,org.apache.lucene.core
-        --enable-native-access=ALL-UNNAMED)
+    # server-cli enables nativeaccess+lucene; 9.5 also loads libraries from the foreign* modules
+    local modules=org.elasticsearch.nativeaccess,org.elasticsearch.foreign,org.elasticsearch.foreign.adapter
+    modules+=,org.elasticsearch.simdvec,org.apache.lucene.core
+    local native=("--enable-native-access=$modules" --enable-native-access=ALL-UNNAMED)
     ((feature >= 24)) && native+=(--illegal-native-access=deny)
     printf '%s\0' "$java" \
         "-Xms$ES_HEAP" "-Xmx$ES_HEAP" "${opts[@]}" \
@@ -231,14 +237,16 @@ cmd_start() {
     fi
     rm -f "$(pid_file elasticsearch)"
     if port_open "$ES_HOST" "$ES_PORT"; then
-        info "something already listens on $ES_HOST:$ES_PORT; reusing it"
+        curl -fsSI -m 5 "http://$ES_HOST:$ES_PORT/" 2>/dev/null | grep -qi '^x-elastic-product: *Elasticsearch' ||
+            die "$ES_HOST:$ES_PORT is taken by something that is not Elasticsearch (set AGENTLOG_ES_PORT)"
+        info "Elasticsearch already answers on $ES_HOST:$ES_PORT; reusing it"
         return 0
     fi
     installed || cmd_install
     JDK="$(jdk_bin)"
     ensure_user
     mkdir -p "$ES_STATE"/{data,logs,tmp}
-    chown -R "$ES_USER:$ES_USER" "$ES_STATE"
+    find "$ES_STATE" \! -user "$ES_USER" -exec chown -h "$ES_USER:$ES_USER" {} +
     check_access
     # keep one previous log; a fresh log makes failures easy to read
     [[ -f "$ES_LOG" ]] && mv -f "$ES_LOG" "$ES_LOG.1"
@@ -248,6 +256,7 @@ cmd_start() {
     mapfile -d '' jcmd < <(java_cmd)
     info "starting Elasticsearch $ES_VERSION on $ES_HOST:$ES_PORT (transport :$ES_TRANSPORT_PORT, heap $ES_HEAP, $("${jcmd[0]}" -version 2>&1 | head -n1))"
     cd "$ES_HOME" # the distribution runs the node from its home
+    ulimit -n 65535 2>/dev/null || true # bootstrap-check advice; a warning only on loopback
     start_daemon elasticsearch "$ES_LOG" setpriv --reuid="$ES_USER" --regid="$ES_USER" --init-groups -- "${jcmd[@]}"
 }
 
