@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install up down status serve stop lint unit
+.PHONY: demo test install up down status serve stop lint unit bench bench-quick
 
 demo: install up ## Install everything, start the stack and the platform, run an example task
 	$(BIN)/agentlog demo
 
-test: install lint up ## Install everything, lint, start the stack, run every test against it
+test: install lint up ## Install everything, lint, start the stack, run every test against it, bench smoke
 	$(BIN)/python -m pytest
+	$(BIN)/python -m bench --quick
 
 install: $(STAMP) ## Python virtualenv with agentlog and its dev tools
 
@@ -35,6 +36,12 @@ serve: install up ## Run the platform in the foreground
 
 stop: ## Stop a platform started in the background by `make demo`
 	@if [ -x $(BIN)/agentlog ]; then $(BIN)/agentlog stop; fi
+
+bench: install up ## The benchmark suite (< 20 min): results in bench/results/, table in docs/benchmarks.md
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install up ## Benchmark smoke (< 3 min) as CI runs it: fails on errors, never on timings
+	$(BIN)/python -m bench --quick
 
 unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests/unit

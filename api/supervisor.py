@@ -27,17 +27,20 @@ MAX_BACKOFF_SECONDS = 30.0
 @dataclass
 class Child:
     component: str
-    log_path: Path
+    log_path: Path = Path("/dev/null")
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
+    env: dict[str, str] = field(default_factory=dict)
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "run", self.component],
+            [sys.executable, "-m", "api.cli", "run", self.component.split("#")[0]],
+            env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -46,16 +49,25 @@ class Child:
         self.started_at = time.monotonic()
 
 
-def components(settings: Settings) -> list[str]:
-    names = ["registry", "api", "processor", "projector-postgres", "projector-elasticsearch"]
+def components(settings: Settings) -> list[Child]:
+    """The children of ``serve``; processor workers are ``processor#N``, each with its own data dir."""
+    names = ["registry", "api", "projector-postgres", "projector-elasticsearch"]
     if settings.offline:
         names.insert(1, "offline-llm")
-    return names
+    return [Child(name) for name in names] + [
+        Child(
+            f"processor#{index}",
+            env={"AGENTLOG_FAUST_DATA_DIR": str(Path(settings.faust_data_dir) / f"worker-{index}")},
+        )
+        for index in range(1, settings.processor_workers + 1)
+    ]
 
 
 def supervise(settings: Settings, log_dir: Path) -> int:
     """Run every component until signalled; returns the exit code."""
-    children = [Child(name, log_dir / f"{name}.log") for name in components(settings)]
+    children = components(settings)
+    for child in children:
+        child.log_path = log_dir / f"{child.component.replace('#', '-')}.log"
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:

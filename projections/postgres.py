@@ -34,6 +34,10 @@ _INSERT_EVENT = (
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT DO NOTHING RETURNING task_id, sequence"
 )
+# Read-your-writes and live views wait on this channel instead of polling: one notification per
+# task whose row changed, delivered by Postgres only when the transaction commits (= visible).
+TASK_CHANNEL = "agentlog_task_views"
+_NOTIFY = "SELECT pg_notify(%s, %s)"
 _UPSERT_OFFSET = (
     "INSERT INTO projection_offsets (projector, topic, partition, next_offset, updated_at)"
     " VALUES (%s, %s, %s, %s, now())"
@@ -90,13 +94,19 @@ class TaskProjector:
             "SELECT * FROM task_executions WHERE task_id = ANY(%s) FOR UPDATE", (list(by_task),)
         )
         views = {row["task_id"]: TaskView.model_validate(row) for row in await cursor.fetchall()}
-        updated = []
+        updated: list[TaskView] = []
         for task_id, decoded_events in by_task.items():
             view = views.get(task_id) or new_view(decoded_events[0].event)
             for decoded in sorted(decoded_events, key=lambda d: d.event.sequence):
                 view = apply(view, decoded.event)
-            updated.append(view.model_dump())
-        await cursor.executemany(_UPSERT_VIEW, updated)
+            updated.append(view)
+        await cursor.executemany(_UPSERT_VIEW, [view.model_dump() for view in updated])
+        await cursor.executemany(_NOTIFY, [(TASK_CHANNEL, task_notification(view)) for view in updated])
+
+
+def task_notification(view: TaskView) -> str:
+    """The payload of a task-view notification: ``task_id status last_sequence event_count``."""
+    return f"{view.task_id} {view.status} {view.last_sequence} {view.event_count}"
 
 
 def _event_row(decoded: Decoded) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ import signal
 from contextlib import AsyncExitStack
 
 from elasticsearch import AsyncElasticsearch
+from elasticsearch.serializer import OrjsonSerializer
 from psycopg_pool import AsyncConnectionPool
 
 from projections.elastic import AuditIndexProjector, ensure_index_template
@@ -39,12 +40,24 @@ async def run_projector(kind: str, settings: Settings) -> None:
         projector: Projector
         if kind == "postgres":
             await migrate(settings.postgres_dsn)
-            pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=4, open=False)
+            # synchronous_commit=off: a Postgres crash may drop the last few hundred ms of committed
+            # batches, but rows and their offsets are in one transaction, so they vanish together
+            # and are projected again from Kafka. The read model stays exact; commits stop
+            # waiting for the WAL flush.
+            pool = AsyncConnectionPool(
+                settings.postgres_dsn,
+                min_size=1,
+                max_size=4,
+                open=False,
+                kwargs={"options": "-c synchronous_commit=off"},
+            )
             await pool.open(wait=True)
             stack.push_async_callback(pool.close)
             projector = TaskProjector(pool)
         else:
-            client = AsyncElasticsearch(settings.elasticsearch_url, request_timeout=30)
+            client = AsyncElasticsearch(
+                settings.elasticsearch_url, request_timeout=30, serializer=OrjsonSerializer()
+            )
             stack.push_async_callback(client.close)
             await ensure_index_template(client, settings.es_index_prefix)
             projector = AuditIndexProjector(client, settings.es_index_prefix)

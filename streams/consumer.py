@@ -89,6 +89,10 @@ class ProjectionLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            # Under load, let the broker gather a batch for a few ms: fewer fetches and fewer
+            # (larger) projection transactions; when idle, this bounds the added delay.
+            fetch_min_bytes=settings.projection_fetch_min_bytes,
+            fetch_max_wait_ms=settings.projection_fetch_max_wait_ms,
         )
         self._stopping = asyncio.Event()
 

@@ -51,9 +51,18 @@ class EventProducer:
         return self._kafka
 
     async def publish(
-        self, topic: str, stamped: Sequence[tuple[Event, bytes]], *, traceparent: str | None = None
+        self,
+        topic: str,
+        stamped: Sequence[tuple[Event, bytes]],
+        *,
+        traceparent: str | None = None,
+        checkpoint: tuple[str, bytes, bytes] | None = None,
     ) -> None:
-        """Send events (with their already-encoded Avro bodies) keyed by task id; wait for all acks."""
+        """Send events (with their already-encoded Avro bodies) keyed by task id; wait for all acks.
+
+        ``checkpoint`` (topic, key, value) goes out in the same batch: one acknowledged write
+        carries a decision's events and the state they lead to.
+        """
         futures = []
         for event, body in stamped:
             value = await self._codec.encode_body(topic, event.payload.fullname(), body)
@@ -65,6 +74,9 @@ class EventProducer:
                     headers=event_headers(event, source=self._source, traceparent=traceparent),
                 )
             )
+        if checkpoint is not None:
+            state_topic, key, value = checkpoint
+            futures.append(await self._producer.send(state_topic, value=value, key=key))
         await asyncio.gather(*futures)
 
     async def dead_letter(

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=8, ge=1, description="Agent loop step limit per task.")
 
     worker_concurrency: int = Field(default=32, ge=1, description="Tasks one processor advances at once.")
+    processor_workers: int = Field(
+        default=1, ge=1, description="Processor processes `serve` runs (they share the task partitions)."
+    )
+    projection_fetch_min_bytes: int = Field(default=65536, ge=1)
+    projection_fetch_max_wait_ms: int = Field(
+        default=10, ge=0, description="Longest a projector's fetch waits to fill a batch."
+    )
     faust_data_dir: str = ".agentlog/data/faust"
 
     @property

@@ -54,6 +54,16 @@ DEAD_LETTER = TopicSpec(
     event_types=(RecordDeadLettered.fullname(),),
     config=_FOREVER,
 )
+TASK_STATE = TopicSpec(
+    suffix="tasks.state",
+    description=(
+        "The processor's latest state of each task (JSON), written in the same acknowledged batch as "
+        "the decision's events; compacted. Workers load it on start to dedupe and resume tasks."
+    ),
+    key="task id",
+    event_types=(),
+    config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
+)
 SCHEMAS = TopicSpec(
     suffix="schemas",
     description="Storage of the schema registry (compacted; one partition keeps ids in order).",
@@ -63,5 +73,5 @@ SCHEMAS = TopicSpec(
     config={"cleanup.policy": "compact"},
 )
 
-CATALOGUE: tuple[TopicSpec, ...] = (REQUESTS, EVENTS, DEAD_LETTER, SCHEMAS)
+CATALOGUE: tuple[TopicSpec, ...] = (REQUESTS, EVENTS, TASK_STATE, DEAD_LETTER, SCHEMAS)
 TASK_TOPICS: tuple[TopicSpec, ...] = (REQUESTS, EVENTS)

@@ -1,7 +1,8 @@
 """The task shell: feeds the decider commands, performs the effects it asks for, records everything.
 
-Each decision's events are published (acknowledged) before the state advances and before any
-effect they request is performed, so a crash never loses a request and never hides a result.
+Each decision's events, together with the state they lead to (the task-state topic), go out in one
+batch and are acknowledged before the state advances and before any effect they request is
+performed, so a crash never loses a request and never hides a result.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class TaskRunner:
         events_topic: str,
         gateway: LlmGateway,
         max_steps: int,
+        state_topic: str | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._producer = producer
         self._topic = events_topic
+        self._state_topic = state_topic
         self._gateway = gateway
         self._max_steps = max_steps
         self._clock = clock
@@ -85,9 +88,12 @@ class TaskRunner:
         stamped = stamp(
             state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
         )
-        await self._producer.publish(self._topic, stamped, traceparent=traceparent)
         for event, _ in stamped:
             state = evolve(state, event)
+        checkpoint = None
+        if self._state_topic is not None:
+            checkpoint = (self._state_topic, state.task_id.encode(), state.model_dump_json().encode())
+        await self._producer.publish(self._topic, stamped, traceparent=traceparent, checkpoint=checkpoint)
         save(state)
         return state
 

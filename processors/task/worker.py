@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -17,6 +20,7 @@ import faust
 from processors.llm.gateway import LlmGateway
 from processors.task.decider import TERMINAL, TaskState, evolve
 from processors.task.runner import TaskRunner
+from processors.task.states import TaskStates
 from schemas.codec import EventCodec
 from schemas.events import TaskSubmitted
 from schemas.registry.client import RegistryClient, RegistryUnavailable
@@ -24,7 +28,7 @@ from streams.faust_app import create_app
 from streams.headers import header_map
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
-from streams.topics import EVENTS, REQUESTS
+from streams.topics import EVENTS, REQUESTS, TASK_STATE
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +56,37 @@ class _Resources:
         self.runner = TaskRunner(
             producer=self.producer,
             events_topic=EVENTS.name(settings),
+            state_topic=TASK_STATE.name(settings),
             gateway=self.gateway,
             max_steps=settings.max_steps,
         )
         self._started = False
         self._lock = asyncio.Lock()
 
-    async def ensure_started(self) -> None:
+    async def ensure_started(self, states: TaskStates) -> None:
         async with self._lock:
             if not self._started:
                 await self.registry.wait_until_ready()
                 await self.producer.start()
+                # Before the first submission is handled: redeliveries must see finished tasks.
+                await states.load(self.settings.kafka_bootstrap, TASK_STATE.name(self.settings))
                 self._started = True
+
+
+def _header_list(headers: Any) -> list[tuple[str, bytes]]:
+    """faust hands headers as a list of pairs or as a mapping, depending on the source."""
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers or [])
 
 
 def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
     app = create_app(settings, app_id=app_id(settings))
     requests = app.topic(REQUESTS.name(settings), key_type=bytes, value_type=bytes)
-    states = app.Table("task-states", default=None, partitions=settings.topic_partitions)
+    states = TaskStates()
     resources = _Resources(settings)
     in_flight: set[str] = set()
-
-    def save(task_id: str) -> Any:
-        def _save(state: TaskState) -> None:
-            states[task_id] = state.model_dump_json()
-
-        return _save
 
     async def handle(submission_bytes: bytes | None, headers: dict[str, str]) -> None:
         event = await resources.codec.decode(submission_bytes)
@@ -88,46 +96,65 @@ def build_app(settings: Settings | None = None) -> faust.App:
         if task_id in in_flight:
             log.info("task %s already running in this worker; duplicate delivery ignored", task_id)
             return
-        stored = states.get(task_id)
-        state = TaskState.model_validate_json(stored) if stored else TaskState()
+        state = states.get(task_id) or TaskState()
         if state.status in TERMINAL:
             log.info("task %s already %s; duplicate delivery ignored", task_id, state.status)
             return
         in_flight.add(task_id)
         try:
             state = evolve(state, event)
-            save(task_id)(state)
-            state = await resources.runner.run(state, save(task_id), traceparent=headers.get("traceparent"))
+            states.put(state)
+            state = await resources.runner.run(state, states.put, traceparent=headers.get("traceparent"))
             log.info("task %s ended %s after %d events", task_id, state.status, state.sequence + 1)
         finally:
             in_flight.discard(task_id)
 
-    @app.agent(requests, concurrency=settings.worker_concurrency)
+    slots = asyncio.Semaphore(settings.worker_concurrency)
+
+    async def process(stream: faust.StreamT[bytes], record: faust.EventT[bytes]) -> None:
+        """Run one submission's task, then ack it: its offset is committed only once it is done."""
+        message = record.message
+        raw_headers = _header_list(message.headers)
+        headers = header_map(raw_headers)
+        try:
+            await handle(record.value, headers)
+        except RegistryUnavailable:
+            # Infrastructure outage, not a bad record: crash so the supervisor restarts the
+            # worker and the record is delivered again (at-least-once).
+            log.critical("schema registry unavailable; stopping the worker")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        except Exception as exc:
+            log.exception("task record %s[%d]@%d failed", message.topic, message.partition, message.offset)
+            await resources.producer.dead_letter(
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=raw_headers,
+                error=exc,
+                consumer=CONSUMER,
+            )
+        finally:
+            slots.release()
+        await stream.ack(record)
+
+    # One record = one whole task, which takes many effect round trips; awaiting it inline would
+    # let a partition advance one task at a time. So each submission runs as its own asyncio task
+    # (at most worker_concurrency at once: the semaphore is the backpressure), and acks are manual
+    # (faust commits an offset only when every record before it on the partition was acked).
+    running: set[asyncio.Task[None]] = set()
+
+    @app.agent(requests, concurrency=1)
     async def run_tasks(stream: faust.StreamT[bytes]) -> None:
-        await resources.ensure_started()
-        async for record in stream.events():
-            message = record.message
-            headers = header_map(list(message.headers or []))
-            try:
-                await handle(record.value, headers)
-            except RegistryUnavailable:
-                # Infrastructure outage, not a bad record: crash so the supervisor restarts the
-                # worker and the record is delivered again (at-least-once).
-                raise
-            except Exception as exc:
-                log.exception(
-                    "task record %s[%d]@%d failed", message.topic, message.partition, message.offset
-                )
-                await resources.producer.dead_letter(
-                    source_topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=list(message.headers or []),
-                    error=exc,
-                    consumer=CONSUMER,
-                )
+        await resources.ensure_started(states)
+        manual = stream.noack()  # type: ignore[attr-defined]  # on faust's Stream, not its StreamT protocol
+        async for record in manual.events():
+            await slots.acquire()
+            task = asyncio.create_task(process(manual, record))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     return app
 

@@ -76,7 +76,8 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
     assert follower.get("status") == "completed", follower
     assert follower["result"] == "[offline planner] The result is 4."
 
-    records = asyncio.run(_dead_letters(platform, minimum=1))
+    # Every consumer of the requests topic parks it: the processor and both projectors.
+    records = asyncio.run(_dead_letters(platform, minimum=3))
     mine = [
         r
         for r in records

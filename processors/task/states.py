@@ -1,0 +1,76 @@
+"""The processor's task states: in memory while it runs, durable on the compacted task-state topic.
+
+Every decision's state is written to the task-state topic in the same acknowledged batch as its
+events (see :class:`processors.task.runner.TaskRunner`), so the topic is never behind the events a
+worker acted on. A worker loads the topic on start: a redelivered submission of a finished task is
+then ignored, and one of an unfinished task resumes from its last recorded state (its pending
+effect is performed again under the same idempotency key).
+
+This replaces a faust table: faust's buffered changelog producer could not keep up with a write per
+decision (``producer buffer full`` stalls, measured in docs/benchmarks.md), while one batched write
+with the events costs one extra record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.task.decider import TERMINAL, Status, TaskState
+
+log = logging.getLogger(__name__)
+
+
+class TaskStates:
+    """Latest known state per task: unfinished tasks in full, finished ones by status only."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, TaskState] = {}
+        self._finished: dict[str, Status] = {}
+
+    def get(self, task_id: str) -> TaskState | None:
+        if (status := self._finished.get(task_id)) is not None:
+            return TaskState(task_id=task_id, status=status)
+        return self._live.get(task_id)
+
+    def put(self, state: TaskState) -> None:
+        if state.status in TERMINAL:
+            self._live.pop(state.task_id, None)
+            self._finished[state.task_id] = state.status
+        else:
+            self._live[state.task_id] = state
+
+    def unfinished(self) -> list[TaskState]:
+        return list(self._live.values())
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._finished)
+
+    async def load(self, bootstrap: str, topic: str) -> int:
+        """Read the whole task-state topic (to its end at call time); returns records read."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        read = 0
+        try:
+            await consumer.topics()  # fetches cluster metadata, so the partitions are known
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            if not partitions:
+                return 0
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            remaining = {tp for tp in partitions if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.value is not None:
+                            self.put(TaskState.model_validate_json(record.value))
+                            read += 1
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        log.info("loaded %d task states (%d unfinished) from %s", read, len(self._live), topic)
+        return read
