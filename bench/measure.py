@@ -61,7 +61,7 @@ async def closed_loop(
     measure_s: float,
     on_window: Callable[[bool], None] | None = None,
 ) -> LoadResult:
-    """``concurrency`` clients each run task after task; only tasks started in the window count.
+    """``concurrency`` clients each run task after task; tasks that finish in the window count.
 
     A sustained load (every client always busy), not a burst: the system is at its steady state
     when the window opens and the window closes before the clients stop. ``on_window(True)`` and
@@ -84,7 +84,9 @@ async def closed_loop(
                 result.errors += 1
                 raise
             finished = time.perf_counter()
-            if began >= start and finished <= end:
+            # Counted by finish time (whenever started): counting only tasks that also started in
+            # the window would undercount throughput by about latency / window.
+            if start <= finished <= end:
                 result.completed += 1
                 result.latencies_ms.append((finished - began) * 1000)
 
@@ -176,7 +178,8 @@ class CpuMeter:
 
 def service_pids(names: Iterable[str] = ("kafka", "postgres", "elasticsearch")) -> list[int]:
     """Pids of the local stack's services (deploy/local writes ``.agentlog/run/<name>.pid``)."""
-    run_dir = Path(os.environ.get("AGENTLOG_HOME", ".agentlog")) / "run"
+    repo_home = Path(__file__).resolve().parents[1] / ".agentlog"
+    run_dir = Path(os.environ.get("AGENTLOG_HOME", repo_home)) / "run"
     pids = []
     for name in names:
         path = run_dir / f"{name}.pid"

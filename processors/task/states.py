@@ -47,20 +47,17 @@ class TaskStates:
     def __len__(self) -> int:
         return len(self._live) + len(self._finished)
 
-    async def load(self, bootstrap: str, topic: str) -> int:
+    async def load(self, bootstrap: str, topic: str, partitions: int) -> int:
         """Read the whole task-state topic (to its end at call time); returns records read."""
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         read = 0
         try:
-            await consumer.topics()  # fetches cluster metadata, so the partitions are known
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            if not partitions:
-                return 0
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            remaining = {tp for tp in partitions if ends[tp] > 0}
+            assigned = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            ends = await consumer.end_offsets(assigned)
+            remaining = {tp for tp in assigned if ends[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
                 for tp, records in batch.items():

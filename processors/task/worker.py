@@ -69,7 +69,11 @@ class _Resources:
                 await self.registry.wait_until_ready()
                 await self.producer.start()
                 # Before the first submission is handled: redeliveries must see finished tasks.
-                await states.load(self.settings.kafka_bootstrap, TASK_STATE.name(self.settings))
+                await states.load(
+                    self.settings.kafka_bootstrap,
+                    TASK_STATE.name(self.settings),
+                    TASK_STATE.partition_count(self.settings),
+                )
                 self._started = True
 
 

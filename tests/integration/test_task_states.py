@@ -1,0 +1,66 @@
+"""The processor's task-state topic: what it holds equals a fold of the log, and it dedupes redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from processors.task.decider import Status, TaskState, fold
+from processors.task.states import TaskStates
+from schemas.codec import EventCodec
+from schemas.registry.client import RegistryClient
+from streams.history import read_task_events
+from streams.settings import Settings
+from streams.topics import TASK_STATE
+from tests.integration.conftest import QUERY, api, pg_rows
+
+
+def _history(settings: Settings, task_id: str) -> list[Any]:
+    async def read() -> list[Any]:
+        registry = RegistryClient(settings.schema_registry_url)
+        try:
+            return await read_task_events(settings, EventCodec(registry), task_id)
+        finally:
+            await registry.close()
+
+    return asyncio.run(read())
+
+
+def test_state_topic_holds_the_fold_of_the_log(platform: Settings, completed_task: dict[str, Any]) -> None:
+    states = TaskStates()
+    assert (
+        asyncio.run(
+            states.load(
+                platform.kafka_bootstrap, TASK_STATE.name(platform), TASK_STATE.partition_count(platform)
+            )
+        )
+        > 0
+    )
+    stored = states.get(completed_task["task_id"])
+    assert stored is not None and stored.status is Status.COMPLETED
+
+    folded = fold(_history(platform, completed_task["task_id"]), TaskState())
+    assert folded.status is Status.COMPLETED
+    assert folded.sequence == completed_task["last_sequence"]
+
+
+def test_a_resubmitted_finished_task_is_not_run_again(
+    platform: Settings, completed_task: dict[str, Any]
+) -> None:
+    body = {"query": QUERY, "org_id": "acme", "user_id": "alice", "idempotency_key": "states-redelivery"}
+    with api(platform) as client:
+        first = client.post("/v1/tasks", json=body).json()["task_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = client.get(f"/v1/tasks/{first}")
+            if view.status_code == 200 and view.json()["status"] == "completed":
+                break
+            time.sleep(0.2)
+        events_before = view.json()["event_count"]
+        # Same idempotency key: same task id, a second TaskSubmitted record on the requests topic.
+        assert client.post("/v1/tasks", json=body).json()["task_id"] == first
+    time.sleep(3)  # ample for the processor to (wrongly) start a second run
+    rows = pg_rows(platform, "SELECT count(*) AS n FROM task_events WHERE task_id = %s", first)
+    assert rows[0]["n"] == events_before
+    assert len(_history(platform, first)) == events_before
