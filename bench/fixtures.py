@@ -300,24 +300,22 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
-def records_of(history: TaskHistory) -> list[Record]:
-    """The records the platform writes for ``history`` (submission on requests, the rest on events)."""
-    out = []
-    for decision in history.decisions:
-        traceparent = "00-" + "0" * 31 + "1-" + "0" * 15 + "1-01"
-        for event, body in decision:
-            out.append(
-                Record(
-                    kind="requests" if event.event_type == "TaskSubmitted" else "events",
-                    fullname=event.payload.fullname(),
-                    key=event.task_id.encode(),
-                    body=body,
-                    headers=event_headers(
-                        event, source=f"/agentlog/{event.envelope.producer}", traceparent=traceparent
-                    ),
-                )
-            )
-    return out
+def records_of(stamped: Iterable[tuple[Event, bytes]]) -> list[Record]:
+    """The records the platform writes for a task's events (the submission on the requests topic,
+    the rest on the events topic), with one trace for the whole task as the processor continues it."""
+    traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    return [
+        Record(
+            kind="requests" if event.event_type == "TaskSubmitted" else "events",
+            fullname=event.payload.fullname(),
+            key=event.task_id.encode(),
+            body=body,
+            headers=event_headers(
+                event, source=f"/agentlog/{event.envelope.producer}", traceparent=traceparent
+            ),
+        )
+        for event, body in stamped
+    ]
 
 
 _HEADER_ORDER = (
@@ -336,7 +334,7 @@ class Template:
 
     @classmethod
     def of(cls, history: TaskHistory) -> Template:
-        records = records_of(history)
+        records = records_of(history.events)
         if [name for name, _ in records[0].headers] != list(_HEADER_ORDER):
             raise AssertionError("streams.headers.event_headers changed; update clone_records")
         return cls(
@@ -395,7 +393,7 @@ def templates(count: int = 32, *, started: datetime | None = None) -> list[Templ
         for n in range(count)
     ]
     probe_id = str(uuid.uuid4())
-    direct = records_of(build_task(probe_id, 0, SHAPES[0], started=started))
+    direct = records_of(build_task(probe_id, 0, SHAPES[0], started=started).events)
     cloned = list(clone_records(built[0], probe_id))
     if [(r.body, r.headers[:7]) for r in direct] != [(r.body, r.headers[:7]) for r in cloned]:
         raise AssertionError("cloned task records differ from what the decider writes for that task id")
@@ -541,6 +539,9 @@ def produce_fast(
             "bootstrap.servers": settings.kafka_bootstrap,
             "acks": "all",
             "enable.idempotence": True,
+            # The Java client's (and aiokafka's) key hash, so each task lands on the partition the
+            # platform's producer would pick (librdkafka's default is CRC32).
+            "partitioner": "murmur2_random",
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 500_000,
@@ -694,22 +695,33 @@ class Drain:
 
 
 async def watch_drain(
-    progress: Any, total: int, component: Component, *, timeout: float, interval: float = 0.02
+    progress: Any,
+    total: int,
+    component: Component,
+    *,
+    timeout: float,
+    interval: float = 0.02,
+    stall_s: float = 60.0,
 ) -> Drain:
     """Poll ``progress()`` (records durably done) until it reaches ``total``; fail loudly otherwise."""
-    started = time.perf_counter()
+    started = moved = time.perf_counter()
     first_at: float | None = None
     first = done = 0
     while True:
         component.check()
-        done = await progress()
+        before, done = done, await progress()
         now = time.perf_counter()
         if done and first_at is None:
             first_at, first = now, done
         if done >= total:
             break
-        if now - started > timeout:
-            raise TimeoutError(f"{component.component}: {done} of {total} records after {timeout:.0f} s")
+        if done != before:
+            moved = now
+        if now - started > timeout or now - moved > stall_s:
+            raise TimeoutError(
+                f"{component.component}: {done} of {total} records after {now - started:.0f} s, "
+                f"no progress for {now - moved:.0f} s; its log:\n{component.tail()}"
+            )
         await asyncio.sleep(interval)
     if done != total or first_at is None:
         raise AssertionError(f"{component.component} consumed {done} records, {total} were produced")
@@ -779,3 +791,10 @@ async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[str, in
             consumer.close()
 
     return await asyncio.to_thread(read)
+
+
+def note_if_busy(ctx: BenchContext, section: str) -> None:
+    """Say so when the machine was already loaded as a section began: every figure here is CPU-bound."""
+    load = os.getloadavg()[0]
+    if load > 0.8:
+        ctx.note(f"{section}: 1-minute load average was {load:.1f} on {os.cpu_count()} cores as it began")

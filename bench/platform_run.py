@@ -137,7 +137,9 @@ class TaskClient:
     settings: Settings
     steps: int = 5
     events_per_task: list[int] = field(default_factory=list)
+    visible_ms: list[float] = field(default_factory=list)  # submit acked -> task row committed
     _waiters: dict[str, asyncio.Future[tuple[str, int]]] = field(default_factory=dict)
+    _seen: dict[str, asyncio.Future[float]] = field(default_factory=dict)
 
     async def __aenter__(self) -> TaskClient:
         self._registry = RegistryClient(self.settings.schema_registry_url)
@@ -158,6 +160,9 @@ class TaskClient:
     async def _dispatch(self) -> None:
         async for notify in self._listen.notifies():
             task_id, status, _last_sequence, event_count = notify.payload.split(" ")
+            seen = self._seen.get(task_id)
+            if seen is not None and not seen.done():
+                seen.set_result(time.perf_counter())
             waiter = self._waiters.get(task_id)
             if waiter is not None and not waiter.done() and status in ("completed", "failed"):
                 waiter.set_result((status, int(event_count)))
@@ -165,8 +170,11 @@ class TaskClient:
     async def run_one(self, number: int) -> None:
         """Submit one task and return when its completed row is committed; fail loudly otherwise."""
         task_id = str(uuid.uuid4())
-        waiter: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[str, int]] = loop.create_future()
+        seen: asyncio.Future[float] = loop.create_future()
         self._waiters[task_id] = waiter
+        self._seen[task_id] = seen
         stamped = submission(
             task_id=task_id,
             org_id="bench",
@@ -177,10 +185,13 @@ class TaskClient:
             producer_version="0.1.0",
         )
         try:
+            submitted = time.perf_counter()
             await self._producer.publish(REQUESTS.name(self.settings), [stamped])
             status, event_count = await asyncio.wait_for(waiter, TASK_TIMEOUT_S)
+            self.visible_ms.append((await seen - submitted) * 1000)
         finally:
             del self._waiters[task_id]
+            del self._seen[task_id]
         if status != "completed":
             raise RuntimeError(f"bench task {task_id} ended {status}")
         self.events_per_task.append(event_count)

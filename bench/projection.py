@@ -2,7 +2,7 @@
 
 The projectors are the platform's own processes (``agentlog run projector-postgres`` /
 ``projector-elasticsearch``, exactly what ``agentlog serve`` starts), pointed at this section's
-topics, a fresh Postgres schema and a fresh index prefix:
+topics, a fresh Postgres database and a fresh index prefix:
 
 - throughput: a backlog of realistic task histories is written first (untimed), then the projector
   is started and drains it; the rate is taken from its durable progress (offsets stored with the
@@ -43,9 +43,10 @@ Finder = Callable[[list[str]], Awaitable[Iterable[str]]]
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
+    fx.note_if_busy(ctx, SECTION)
     backlog_size = ctx.size(full=120_000, quick=8_000)
     rate = 200.0  # events/s: a moderate load, far below either projector's capacity
-    seconds = ctx.seconds(full=10.0, quick=3.0)
+    seconds = ctx.seconds(full=10.0, quick=2.0)
     tmpls = fx.templates()
     figures: dict[str, float | int | str] = {}
     try:

@@ -1,9 +1,10 @@
 """Rebuild: the Postgres projection rebuilt from a topic of 1,000,000 events, into fresh tables.
 
 agentlog has no ``rebuild`` command yet, so this measures its equivalent: the platform's Postgres
-projector process (``agentlog run projector-postgres``) started against a fresh schema (migrations
-applied there through ``search_path``) with no stored offsets, so it reads the task topics from
-offset 0 to the end. The backlog (decider-built task histories, cloned) is written first, untimed.
+projector process (``agentlog run projector-postgres``) started against a fresh database
+(migrations applied there; a database, not a schema, see ``fixtures.pg_database``) with no stored
+offsets, so it reads the task topics from offset 0 to the end. The backlog (decider-built task
+histories, cloned) is written first, untimed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ SECTION = "rebuild"
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
+    fx.note_if_busy(ctx, SECTION)
     size = ctx.size(full=1_000_000, quick=20_000)
     backlog = fx.Backlog()
     figures: dict[str, float | int | str] = {}
@@ -39,7 +41,7 @@ async def run(ctx: BenchContext) -> dict[str, float | int | str]:
                 try:
                     await component.start()
                     drain = await fx.watch_drain(
-                        progress, backlog.events, component, timeout=900, interval=0.1
+                        progress, backlog.events, component, timeout=900, interval=0.05
                     )
                 finally:
                     await component.stop()
@@ -61,7 +63,7 @@ async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     }
     ctx.note(
         f"rebuild: agentlog has no `rebuild` command yet; measured the equivalent consumer loop: the "
-        f"platform's Postgres projector process started on a fresh schema with no stored offsets, reading "
+        f"platform's Postgres projector process started on a fresh database with no stored offsets, reading "
         f"{backlog.events} events ({backlog.tasks} tasks) from offset 0. events/s is from its first "
         "committed batch to its last; rebuild_postgres_seconds includes process start-up."
     )

@@ -26,7 +26,7 @@ from processors.task.decider import (
 )
 from processors.task.history import stamp
 from processors.tools.registry import TOOLS, get_tool, parse_arguments
-from schemas.events import LlmCallRequested, ToolCallRequested
+from schemas.events import Event, LlmCallRequested, ToolCallRequested
 from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,14 @@ class TaskRunner:
     async def run(
         self, state: TaskState, save: Callable[[TaskState], None], *, traceparent: str | None = None
     ) -> TaskState:
-        """Advance ``state`` until no effect is pending; ``save`` is called after every decision."""
+        """Advance ``state`` until no effect is pending; ``save`` is called after every write.
+
+        Decisions accumulate in one batch that is written (and acknowledged) before any effect
+        with consequences outside this process (an LLM call, an impure tool) is performed, and
+        at the end. Pure local tools run at once and their request and result join the batch, so
+        a model+tool step costs one acknowledged write, not two.
+        """
+        batch = _Batch(state)
         if state.status is Status.SUBMITTED:
             start = StartTask(
                 provider=self._gateway.provider,
@@ -73,34 +80,58 @@ class TaskRunner:
                 max_steps=self._max_steps,
                 tools=tuple(TOOLS),
             )
-            state = await self._decide(start, state, save, traceparent)
-        while effects := pending_effects(state):
+            self._decide(start, batch)
+        while effects := pending_effects(batch.state):
             for effect in effects:
-                state = await self._decide(await self._perform(effect), state, save, traceparent)
-        return state
+                if isinstance(effect, ToolCallRequested) and _is_pure(effect.tool):
+                    self._decide(run_tool(effect), batch)
+                else:
+                    await self._write(batch, save, traceparent)
+                    self._decide(await self._perform(effect), batch)
+        await self._write(batch, save, traceparent)
+        return batch.state
 
-    async def _decide(
-        self, command: Command, state: TaskState, save: Callable[[TaskState], None], traceparent: str | None
-    ) -> TaskState:
-        payloads = decide(command, state)
+    def _decide(self, command: Command, batch: _Batch) -> None:
+        payloads = decide(command, batch.state)
         if not payloads:
-            return state
+            return
         stamped = stamp(
-            state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
+            batch.state, payloads, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
         )
         for event, _ in stamped:
-            state = evolve(state, event)
+            batch.state = evolve(batch.state, event)
+        batch.events.extend(stamped)
+
+    async def _write(self, batch: _Batch, save: Callable[[TaskState], None], traceparent: str | None) -> None:
+        """One acknowledged write of the batch's events and the state they lead to."""
+        if not batch.events:
+            return
+        state = batch.state
         checkpoint = None
         if self._state_topic is not None:
             checkpoint = (self._state_topic, state.task_id.encode(), state.model_dump_json().encode())
-        await self._producer.publish(self._topic, stamped, traceparent=traceparent, checkpoint=checkpoint)
+        await self._producer.publish(
+            self._topic, batch.events, traceparent=traceparent, checkpoint=checkpoint
+        )
+        batch.events = []
         save(state)
-        return state
 
     async def _perform(self, effect: Effect) -> Command:
         if isinstance(effect, LlmCallRequested):
             return await self._gateway.complete(effect)
         return run_tool(effect)
+
+
+class _Batch:
+    """Events decided but not yet written, and the state after them."""
+
+    def __init__(self, state: TaskState) -> None:
+        self.state = state
+        self.events: list[tuple[Event, bytes]] = []
+
+
+def _is_pure(tool: str) -> bool:
+    return tool in TOOLS and TOOLS[tool].pure
 
 
 def run_tool(request: ToolCallRequested) -> RecordToolResult:

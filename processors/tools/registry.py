@@ -24,6 +24,10 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     run: Callable[[dict[str, Any]], str]
+    # Pure and local (no side effect outside this process, same output for the same arguments):
+    # the processor may run it before its request is durable and record both in one write, since
+    # running it again after a crash changes nothing.
+    pure: bool = False
 
     def openai_spec(self) -> dict[str, Any]:
         """The tool as offered to an OpenAI-compatible chat completion."""
@@ -34,7 +38,9 @@ class Tool:
 
 
 TOOLS: dict[str, Tool] = {
-    "calculator": Tool("calculator", calculator.DESCRIPTION, calculator.PARAMETERS, calculator.run),
+    "calculator": Tool(
+        "calculator", calculator.DESCRIPTION, calculator.PARAMETERS, calculator.run, pure=True
+    ),
 }
 
 
