@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.serializer import OrjsonSerializer
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from projections.elastic import AuditIndexProjector, ensure_index_template
@@ -49,7 +50,7 @@ async def run_projector(kind: str, settings: Settings) -> None:
                 min_size=1,
                 max_size=4,
                 open=False,
-                kwargs={"options": "-c synchronous_commit=off"},
+                kwargs={"options": _with_option(settings.postgres_dsn, "-c synchronous_commit=off")},
             )
             await pool.open(wait=True)
             stack.push_async_callback(pool.close)
@@ -72,6 +73,13 @@ async def run_projector(kind: str, settings: Settings) -> None:
             asyncio.get_running_loop().add_signal_handler(sig, loop.stop)
         log.info("projector %s running", kind)
         await loop.run()
+
+
+def _with_option(dsn: str, option: str) -> str:
+    """The DSN's own ``options`` (e.g. a search_path) plus ``option``: a pool's ``options`` keyword
+    replaces the DSN's, so they must be merged, not passed alone."""
+    existing = conninfo_to_dict(dsn).get("options")
+    return f"{existing} {option}" if existing else option
 
 
 def main(kind: str) -> None:
