@@ -47,6 +47,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The HTTP clients log every request at INFO: a line per LLM call is noise and measurable CPU.
+    for noisy in ("httpx", "httpx2", "openai", "elastic_transport"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _prepare(settings: Settings) -> None:

@@ -473,7 +473,7 @@ async def registry(settings: Settings) -> AsyncIterator[Settings]:
         )
     )
     # uvicorn would otherwise take over SIGINT/SIGTERM of the whole bench process.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     serving = asyncio.create_task(server.serve())
     try:
         deadline = time.monotonic() + 30
@@ -560,7 +560,11 @@ def produce_fast(
         while True:
             try:
                 producer.produce(
-                    topic, value=value, key=record.key, headers=record.headers, on_delivery=delivered
+                    topic,
+                    value=value,
+                    key=record.key,
+                    headers=record.headers,  # type: ignore[arg-type]  # list is invariant; bytes values are fine
+                    on_delivery=delivered,
                 )
                 break
             except BufferError:
@@ -617,8 +621,17 @@ async def pg_database(settings: Settings, name: str) -> AsyncIterator[str]:
     try:
         yield make_conninfo(settings.postgres_dsn, dbname=name)
     finally:
+        # Plain DROP: Postgres stops an autovacuum worker on the new tables by itself, while
+        # WITH (FORCE) would need the right to signal that (superuser) worker and fail.
         async with await psycopg.AsyncConnection.connect(settings.postgres_dsn, autocommit=True) as conn:
-            await conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            for _ in range(30):
+                try:
+                    await conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+                    break
+                except psycopg.errors.ObjectInUse:
+                    await asyncio.sleep(1)  # a child we stopped is still closing its connections
+            else:
+                await conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def delete_es(settings: Settings) -> None:

@@ -117,7 +117,7 @@ async def run(ctx: BenchContext) -> dict[str, float | int | str]:
         f"peers: closed-loop clients per process: {concurrency}. Each peer is CPU-bound in its own "
         "process (one core) from ~4 clients on and its throughput is flat from 4 to 32 clients on this "
         "machine; more clients only queue in its event loop, lengthening latency (and the share of "
-        "tasks that straddle the window's edges, which closed_loop does not count)"
+        "tasks in flight at the window's edges)"
     )
     figures["peers_section_s"] = round(time.perf_counter() - began, 1)
     return figures

@@ -28,7 +28,10 @@ from bench.platform_run import Platform, TaskClient, start_platform
 console = Console(stderr=True)
 Figures = dict[str, Any]
 
-CONCURRENCY = 48  # clients in flight; above one worker's 32-task concurrency, so workers never idle
+# Clients in flight per processor worker: enough to keep it busy (throughput is flat from ~12 on),
+# not so many that tasks only queue (which would lengthen p99 without adding throughput); the
+# peers are measured the same way (bench/peers_section.py).
+CLIENTS_PER_WORKER = 12
 
 
 async def _throughput(ctx: BenchContext, platform: Platform, steps: int) -> tuple[LoadResult, float, float]:
@@ -46,7 +49,7 @@ async def _throughput(ctx: BenchContext, platform: Platform, steps: int) -> tupl
         await sequential(client.run_one, count=2, warmup=2)  # consumer groups joined, caches warm
         result = await closed_loop(
             client.run_one,
-            concurrency=CONCURRENCY,
+            concurrency=CLIENTS_PER_WORKER * platform.workers,
             warmup_s=ctx.seconds(5, 3),
             measure_s=ctx.seconds(15, 5),
             on_window=window,

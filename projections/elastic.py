@@ -40,14 +40,15 @@ MAPPINGS: dict[str, Any] = {
             "properties": {"topic": _KEYWORD, "partition": {"type": "integer"}, "offset": {"type": "long"}}
         },
         # The payload is kept whole in _source; the fields people search are mapped explicitly.
+        # Not indexed: messages_json (every LLM request repeats the whole conversation, so indexing
+        # it re-analyses O(steps^2) text; each message is searchable in the event that added it:
+        # query, content, arguments_json, output) and response_json (its text is `content`).
         "payload": {
             "type": "object",
             "dynamic": False,
             "properties": {
                 "query": _TEXT,
                 "content": _TEXT,
-                "messages_json": _TEXT,
-                "response_json": _TEXT,
                 "arguments_json": _TEXT,
                 "output": _TEXT,
                 "result": _TEXT,
