@@ -16,12 +16,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.context import REPO, BenchContext
 from bench.workload import task_query
@@ -121,13 +125,33 @@ def start_platform(ctx: BenchContext, *, workers: int, name: str) -> Platform:
     url = f"http://{settings.api_host}:{settings.api_port}/healthz"
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200 and _in_thread(
+                _group_is_stable(settings, f"{prefix}-processor", workers)
+            ):
                 return platform
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
     platform.stop()
     raise RuntimeError(f"agentlog serve did not become healthy:\n{platform.logs_tail()}")
+
+
+def _in_thread(coroutine: Coroutine[Any, Any, bool]) -> bool:
+    """Run a coroutine to completion from sync code that may itself be inside an event loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _group_is_stable(settings: Settings, group: str, members: int) -> bool:
+    """Every processor worker has joined its consumer group: no rebalance will land mid-run."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _, _, state, _, _, joined = described[0].groups[0]
+    return bool(state == "Stable" and len(joined) == members)
 
 
 @dataclass
