@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -37,15 +38,19 @@ console = Console()
 app = typer.Typer(add_completion=False, help=__doc__)
 
 # Section name -> module (each has ``async def run(ctx) -> figures``), in the order they run.
+# The comparisons (pipeline, peers) run before the backlog sections, whose after-effects
+# (Elasticsearch merges, Postgres autovacuum of a million rows) would otherwise load the machine.
 SECTIONS: dict[str, str] = {
     "serde": "bench.serde_bench",
     "replay": "bench.replay",
+    "pipeline": "bench.pipeline",
+    "peers": "bench.peers_section",
     "raw": "bench.raw_kafka",
     "projection": "bench.projection",
     "rebuild": "bench.rebuild",
-    "pipeline": "bench.pipeline",
-    "peers": "bench.peers_section",
 }
+QUIET_CPU_PERCENT = 25.0
+SETTLE_TIMEOUT_S = 60.0
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
 TABLE_START, TABLE_END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
@@ -201,12 +206,27 @@ def save(run: dict[str, Any], quick: bool) -> Path:
     return path
 
 
+async def settle(ctx: BenchContext, section: str) -> None:
+    """Wait until the machine is quiet (every figure is CPU-bound); say so if it never gets there."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    busy = 100.0
+    while time.monotonic() < deadline:
+        busy = await asyncio.to_thread(psutil.cpu_percent, 1.0)
+        if busy < QUIET_CPU_PERCENT:
+            return
+    ctx.note(
+        f"{section}: the machine was still {busy:.0f}% busy after {SETTLE_TIMEOUT_S:.0f} s;"
+        " its figures may be low"
+    )
+
+
 async def run_sections(ctx: BenchContext, names: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
     figures: dict[str, Any] = {}
     timings: dict[str, float] = {}
     for name in names:
         module = importlib.import_module(SECTIONS[name])
         console.rule(f"[bold]{name}")
+        await settle(ctx, name)
         began = time.monotonic()
         section_figures = await module.run(ctx)
         timings[name] = round(time.monotonic() - began, 1)

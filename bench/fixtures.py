@@ -804,10 +804,3 @@ async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[str, in
             consumer.close()
 
     return await asyncio.to_thread(read)
-
-
-def note_if_busy(ctx: BenchContext, section: str) -> None:
-    """Say so when the machine was already loaded as a section began: every figure here is CPU-bound."""
-    load = os.getloadavg()[0]
-    if load > 0.8:
-        ctx.note(f"{section}: 1-minute load average was {load:.1f} on {os.cpu_count()} cores as it began")

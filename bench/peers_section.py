@@ -13,8 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-import psutil
-
 from bench.context import BenchContext
 from bench.peer_runner import PEERS, ensure_peers_venv, run_peer
 
@@ -100,9 +98,6 @@ async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     await asyncio.to_thread(ensure_peers_venv)
     # Every peer here is CPU-bound on 2 cores: anything else running skews its figures. The load
     # average lags (it still shows the previous section), so look at the CPU right now.
-    busy = await asyncio.to_thread(psutil.cpu_percent, 1.0)
-    if busy > 20:
-        ctx.note(f"peers: machine not idle at the start ({busy:.0f}% CPU busy); peer figures may be low")
     counts = [1] if ctx.quick else [1, 2]
     figures: dict[str, float | int | str] = {}
     for peer in PEERS:

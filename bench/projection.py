@@ -43,7 +43,6 @@ Finder = Callable[[list[str]], Awaitable[Iterable[str]]]
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    fx.note_if_busy(ctx, SECTION)
     backlog_size = ctx.size(full=60_000, quick=8_000)
     rate = 200.0  # events/s: a moderate load, far below either projector's capacity
     seconds = ctx.seconds(full=10.0, quick=2.0)

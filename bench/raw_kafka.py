@@ -47,7 +47,6 @@ RUNS: dict[tuple[str, str, bool], str] = {
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    fx.note_if_busy(ctx, SECTION)
     count = ctx.size(full=200_000, quick=20_000)
     # The extras (acks=1, one process) only in full mode: quick mode keeps to the two ceilings.
     runs = [key for key in RUNS if not ctx.quick or (key[1] == "all" and key[2])]

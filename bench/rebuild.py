@@ -23,7 +23,6 @@ SECTION = "rebuild"
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    fx.note_if_busy(ctx, SECTION)
     size = ctx.size(full=1_000_000, quick=20_000)
     backlog = fx.Backlog()
     figures: dict[str, float | int | str] = {}

@@ -26,7 +26,6 @@ SECTION = "replay"
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    fx.note_if_busy(ctx, SECTION)
     size = ctx.size(full=10_000, quick=2_000)
     started = datetime.now(UTC).replace(microsecond=0)
     typical = [

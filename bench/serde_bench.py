@@ -28,7 +28,6 @@ SECTION = "serde"
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    fx.note_if_busy(ctx, SECTION)
     count = ctx.size(full=50_000, quick=10_000)
     events = [event for template in fx.templates(64) for event, _ in template.history.events]
     figures: dict[str, float | int | str] = {}
