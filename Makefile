@@ -49,4 +49,4 @@ unit: install ## Unit tests only (no services needed)
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams processors schemas api projections
+	$(BIN)/mypy streams processors schemas api projections bench

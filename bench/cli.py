@@ -132,9 +132,8 @@ class CannedLlm:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.process.kill()
-        raise RuntimeError(
-            f"canned LLM server did not start: {self.process.stderr.read() if self.process.stderr else ''}"
-        )
+        stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+        raise RuntimeError(f"canned LLM server did not start: {stderr}")
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()

@@ -7,6 +7,7 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 
+import uvloop
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 from psycopg.conninfo import conninfo_to_dict
@@ -83,4 +84,4 @@ def _with_option(dsn: str, option: str) -> str:
 
 
 def main(kind: str) -> None:
-    asyncio.run(run_projector(kind, get_settings()))
+    uvloop.run(run_projector(kind, get_settings()))

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+import mode.loop
 
 from processors.llm.gateway import LlmGateway
 from processors.task.decider import TERMINAL, TaskState, evolve
@@ -165,6 +166,10 @@ def build_app(settings: Settings | None = None) -> faust.App:
 
 def main() -> None:
     """Run the processor worker in this process (``agentlog serve`` starts it as a child)."""
+    # uvloop: measured 4.7 ms -> see docs/benchmarks.md for an unloaded LLM round trip on the
+    # default loop; every step of a task is a network round trip, so the loop's latency is the
+    # task's latency.
+    mode.loop.use("uvloop")
     settings = get_settings()
     app = build_app(settings)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
