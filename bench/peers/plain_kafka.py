@@ -155,7 +155,7 @@ async def peer(args: argparse.Namespace, llm: openai.AsyncOpenAI) -> AsyncIterat
 def main() -> None:
     arg_parser = common.parser(__doc__ or "")
     # 0 is this peer's fastest: a write waits for no timer, yet records that queue up while a
-    # request is in flight still go out as one batch (the platform itself uses linger_ms=2).
+    # request is in flight still go out as one batch (the platform uses linger_ms=0 too).
     arg_parser.add_argument("--linger-ms", type=int, default=0, help="producer batching delay")
     common.main(peer, description=__doc__ or "", setup=setup, cleanup=cleanup, arg_parser=arg_parser)
 
