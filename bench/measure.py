@@ -176,8 +176,20 @@ class CpuMeter:
         return sum(max(0.0, cpu - self._before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
+# Where each service listens by default (the same AGENTLOG_*_PORT variables move them).
+_SERVICE_PORTS = {
+    "kafka": ("AGENTLOG_KAFKA_PORT", 9092),
+    "postgres": ("AGENTLOG_PG_PORT", 5432),
+    "elasticsearch": ("AGENTLOG_ES_PORT", 9200),
+}
+
+
 def service_pids(names: Iterable[str] = ("kafka", "postgres", "elasticsearch")) -> list[int]:
-    """Pids of the local stack's services (deploy/local writes ``.agentlog/run/<name>.pid``)."""
+    """Pids of the local stack's services, one per name; raises if one cannot be found.
+
+    deploy/local writes ``.agentlog/run/<name>.pid`` for the services it started; a service it
+    reused (already running) is found by the port it listens on.
+    """
     repo_home = Path(__file__).resolve().parents[1] / ".agentlog"
     run_dir = Path(os.environ.get("AGENTLOG_HOME", repo_home)) / "run"
     pids = []
@@ -185,4 +197,15 @@ def service_pids(names: Iterable[str] = ("kafka", "postgres", "elasticsearch")) 
         path = run_dir / f"{name}.pid"
         if path.exists() and (text := path.read_text().strip()).isdigit():
             pids.append(int(text))
+        else:
+            pids.append(_listening_pid(name))
     return pids
+
+
+def _listening_pid(name: str) -> int:
+    variable, default = _SERVICE_PORTS[name]
+    port = int(os.environ.get(variable, default))
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return int(connection.pid)
+    raise RuntimeError(f"{name}: no pid file in .agentlog/run and no process listening on port {port}")
