@@ -1,7 +1,10 @@
 """The registry's REST API: the Confluent Schema Registry paths that standard clients use.
 
 Implemented: ``/subjects``, ``/subjects/{s}/versions[/{v}]``, ``POST /subjects/{s}/versions``,
-``POST /subjects/{s}`` (lookup), ``/schemas/ids/{id}`` and ``/schemas/ids/{id}/versions``.
+``POST /subjects/{s}`` (lookup), ``/schemas/ids/{id}`` and ``/schemas/ids/{id}/versions``,
+``/config`` and ``/config/{s}`` (GET, PUT) and ``POST /compatibility/subjects/{s}/versions/{v}``.
+Registration enforces the subject's compatibility level (default BACKWARD_TRANSITIVE): an
+incompatible schema gets 409 with the reasons and is not stored.
 Errors use Confluent's body: ``{"error_code": 40401, "message": "..."}``.
 """
 
@@ -15,7 +18,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from schemas.registry.store import RegisteredSchema, SchemaParseError, SchemaStore
+from schemas.registry.compatibility import DEFAULT_LEVEL, Level
+from schemas.registry.store import (
+    IncompatibleSchemaError,
+    RegisteredSchema,
+    SchemaParseError,
+    SchemaStore,
+)
 from streams.settings import Settings, get_settings
 from streams.topics import SCHEMAS
 
@@ -108,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registered = await store.register(subject, body.schema_text)
         except SchemaParseError as exc:
             raise RegistryError(422, 42201, str(exc)) from exc
+        except IncompatibleSchemaError as exc:
+            raise RegistryError(409, 409, str(exc)) from exc
         return {"id": registered.id}
 
     @app.post("/subjects/{subject}")
@@ -135,4 +146,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RegistryError(404, 40403, f"Schema {schema_id} not found.")
         return [{"subject": r.subject, "version": r.version} for r in store.subjects_of(schema_id)]
 
+    @app.get("/config")
+    async def global_config() -> dict[str, str]:
+        return {"compatibilityLevel": (store.level() or Level(DEFAULT_LEVEL)).value}
+
+    @app.put("/config")
+    async def set_global_config(body: ConfigRequest) -> dict[str, str]:
+        await store.set_level(None, _level(body.compatibility))
+        return {"compatibility": body.compatibility.upper()}
+
+    @app.get("/config/{subject}")
+    async def subject_config(subject: str, defaultToGlobal: bool = False) -> dict[str, str]:
+        level = store.level(subject)
+        if level is None and defaultToGlobal:
+            level = store.effective_level(subject)
+        if level is None:
+            raise RegistryError(
+                404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
+            )
+        return {"compatibilityLevel": level.value}
+
+    @app.put("/config/{subject}")
+    async def set_subject_config(subject: str, body: ConfigRequest) -> dict[str, str]:
+        await store.set_level(subject, _level(body.compatibility))
+        return {"compatibility": body.compatibility.upper()}
+
+    @app.post("/compatibility/subjects/{subject}/versions/{version}")
+    async def check_compatibility(
+        subject: str, version: str, body: SchemaRequest, verbose: bool = False
+    ) -> dict[str, Any]:
+        _check_avro(body)
+        versions = _versions(subject)
+        if version != "latest" and not any(str(r.version) == version for r in versions):
+            raise RegistryError(404, 40402, f"Version {version} not found for subject '{subject}'.")
+        try:
+            problems = store.check(subject, body.schema_text)
+        except SchemaParseError as exc:
+            raise RegistryError(422, 42201, str(exc)) from exc
+        answer: dict[str, Any] = {"is_compatible": not problems}
+        if verbose:
+            answer["messages"] = problems
+        return answer
+
     return app
+
+
+class ConfigRequest(BaseModel):
+    compatibility: str
+
+
+def _level(name: str) -> Level:
+    try:
+        return Level(name.upper())
+    except ValueError:
+        raise RegistryError(
+            422, 42203, f"Invalid compatibility level {name!r}; one of {', '.join(Level)}"
+        ) from None

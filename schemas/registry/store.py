@@ -16,11 +16,20 @@ from typing import Any
 import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from schemas.registry.compatibility import DEFAULT_LEVEL, Level, incompatibilities
+
 log = logging.getLogger(__name__)
 
 
 class SchemaParseError(ValueError):
     """The submitted text is not a valid Avro schema."""
+
+
+class IncompatibleSchemaError(ValueError):
+    """The schema breaks the subject's compatibility level with what is already registered."""
+
+
+GLOBAL = "__GLOBAL"
 
 
 @dataclass(frozen=True)
@@ -51,11 +60,19 @@ class SchemaStore:
         self._by_subject: dict[str, list[RegisteredSchema]] = {}
         self._by_id: dict[int, str] = {}
         self._id_by_schema: dict[str, int] = {}
+        self._levels: dict[str, Level] = {}  # subject (GLOBAL for the default) -> compatibility
         self._lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
         self._topic = ""
 
     # -- reads -------------------------------------------------------------------------------
+    def level(self, subject: str | None = None) -> Level | None:
+        """The compatibility set for ``subject`` (None: the global one); None when none is set."""
+        return self._levels.get(subject or GLOBAL)
+
+    def effective_level(self, subject: str) -> Level:
+        return self._levels.get(subject) or self._levels.get(GLOBAL) or Level(DEFAULT_LEVEL)
+
     def subjects(self) -> list[str]:
         return sorted(self._by_subject)
 
@@ -109,6 +126,11 @@ class SchemaStore:
             existing = self.lookup(subject, normalized)
             if existing is not None:
                 return existing
+            if problems := self.check(subject, normalized):
+                raise IncompatibleSchemaError(
+                    f"Schema being registered is incompatible with an earlier schema for subject "
+                    f"'{subject}' ({self.effective_level(subject).value}): " + "; ".join(problems)
+                )
             schema_id = self._id_by_schema.get(normalized, max(self._by_id, default=0) + 1)
             version = len(self._by_subject.get(subject, [])) + 1
             record = {"subject": subject, "version": version, "id": schema_id, "schema": normalized}
@@ -116,9 +138,28 @@ class SchemaStore:
                 raise RuntimeError("schema store not started")
             key = json.dumps({"subject": subject, "version": version}).encode()
             await self._producer.send_and_wait(self._topic, json.dumps(record).encode(), key=key)
-            return self._apply(record)
+            self._apply(record)
+            return RegisteredSchema(subject=subject, version=version, id=schema_id, schema=normalized)
 
-    def _apply(self, record: dict[str, Any]) -> RegisteredSchema:
+    def check(self, subject: str, schema_text: str) -> list[str]:
+        """Why ``schema_text`` may not be registered under ``subject`` at its level (empty: it may)."""
+        previous = [r.schema for r in self._by_subject.get(subject, [])]
+        return incompatibilities(self.effective_level(subject), normalize(schema_text), previous)
+
+    async def set_level(self, subject: str | None, level: Level) -> None:
+        """Set the compatibility of ``subject`` (None: the global default), durably."""
+        record = {"config": subject or GLOBAL, "compatibility": level.value}
+        if self._producer is None:
+            raise RuntimeError("schema store not started")
+        async with self._lock:
+            key = json.dumps({"config": subject or GLOBAL}).encode()
+            await self._producer.send_and_wait(self._topic, json.dumps(record).encode(), key=key)
+            self._apply(record)
+
+    def _apply(self, record: dict[str, Any]) -> RegisteredSchema | None:
+        if "config" in record:
+            self._levels[record["config"]] = Level(record["compatibility"])
+            return None
         registered = RegisteredSchema(
             subject=record["subject"], version=record["version"], id=record["id"], schema=record["schema"]
         )
