@@ -64,6 +64,39 @@ async def _prepare(settings: Settings) -> None:
         err.print(f"applied migrations: {', '.join(applied)}")
 
 
+schemas_app = typer.Typer(help="The event schemas against the schema registry.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    registry: Annotated[str | None, typer.Option(help="Registry URL (default: the platform's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Fail if a schema in the working tree is incompatible with what the registry holds."""
+    from schemas.registry.check import check_subjects, local_schemas
+
+    settings = get_settings()
+    url = registry or settings.schema_registry_url
+    try:
+        results = check_subjects(url, local_schemas(settings))
+    except httpx.HTTPError as exc:
+        raise _fail(f"schema registry at {url} did not answer: {exc}") from exc
+    bad = [r for r in results if r.status == "incompatible"]
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ | {"problems": list(r.problems)} for r in results], indent=2))
+    else:
+        table = Table(title=f"schemas vs {url}")
+        for column in ("subject", "status", "problems"):
+            table.add_column(column)
+        colour = {"compatible": "green", "new": "cyan", "incompatible": "red"}
+        for r in results:
+            table.add_row(r.subject, f"[{colour[r.status]}]{r.status}[/]", "\n".join(r.problems))
+        Console().print(table)
+    if bad:
+        raise _fail(f"{len(bad)} schema(s) incompatible with the registry")
+
+
 @app.command()
 def prepare() -> None:
     """Create the Kafka topics and apply the Postgres migrations (idempotent)."""
