@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from api.routes.tasks import task_id_for
+from processors.task.history import submission
 from schemas.codec import EventCodec
-from schemas.events import RecordDeadLettered
+from schemas.events import RecordDeadLettered, TaskSubmitted
 from schemas.registry.client import RegistryClient
 from streams.history import partition_for
 from streams.settings import Settings
@@ -90,3 +92,41 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
     assert record.headers == {"source": "test"}
     assert record.error_type in ("UnknownSchemaIdError", "WireFormatError")
     assert record.error
+
+
+def test_a_truncated_event_is_dead_lettered_with_its_reason(platform: Settings) -> None:
+    """A correctly framed record (known schema id) whose Avro body was cut short."""
+    topic = REQUESTS.name(platform)
+    task_id = str(uuid.uuid4())
+
+    async def framed() -> bytes:
+        registry = RegistryClient(platform.schema_registry_url)
+        try:
+            event, body = submission(
+                task_id=task_id,
+                org_id="acme",
+                user_id="bob",
+                payload=TaskSubmitted(query="What is 1 + 1?"),
+                now=datetime.now(UTC),
+                producer="test",
+                producer_version="0",
+            )
+            return await EventCodec(registry).encode_body(topic, event.payload.fullname(), body)
+        finally:
+            await registry.close()
+
+    whole = asyncio.run(framed())
+    truncated = whole[: len(whole) // 2]
+    partition, offset = asyncio.run(_produce_raw(platform, topic, task_id.encode(), truncated))
+
+    # Read what every consumer parked within the wait, then pick the task runner's record of ours.
+    records = asyncio.run(_dead_letters(platform, minimum=10_000, timeout=15))
+    mine = [
+        r
+        for r in records
+        if (r.source_topic, r.source_partition, r.source_offset) == (topic, partition, offset)
+        and r.consumer.endswith("task-runner")
+    ]
+    assert len(mine) == 1, [(r.source_offset, r.consumer, r.error) for r in records]
+    assert mine[0].value == truncated
+    assert mine[0].error  # the decoder's reason, verbatim
