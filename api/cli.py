@@ -103,6 +103,24 @@ def prepare() -> None:
     asyncio.run(_prepare(get_settings()))
 
 
+@app.command()
+def asyncapi(
+    check: Annotated[bool, typer.Option("--check", help="Fail if the file is stale; write nothing.")] = False,
+    path: Annotated[Path, typer.Option(help="Where the document lives.")] = Path("docs/asyncapi.yaml"),
+) -> None:
+    """Generate the AsyncAPI 3 document of the topics from the catalogue and the Avro schemas."""
+    from streams.asyncapi import check_document, write_document
+
+    if check:
+        if not check_document(path):
+            raise _fail(f"{path} is stale: run `agentlog asyncapi` and commit it")
+        console.print(f"{path} is up to date")
+    elif write_document(path):
+        console.print(f"wrote {path}")
+    else:
+        console.print(f"{path} unchanged")
+
+
 @app.command(hidden=True)
 def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPONENTS)}")]) -> None:
     """Run one component in the foreground (``serve`` starts each of them this way)."""
