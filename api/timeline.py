@@ -6,13 +6,24 @@ import json
 from typing import Any
 
 from schemas.events import (
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    BudgetExceeded,
     Event,
     LlmCallCompleted,
+    LlmCallFailed,
     LlmCallRequested,
+    PlanDecided,
+    TaskAccepted,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskRejected,
     TaskSubmitted,
+    ToolCallAuthorized,
     ToolCallCompleted,
+    ToolCallDenied,
     ToolCallFailed,
     ToolCallRequested,
 )
@@ -23,21 +34,37 @@ def _detail(event: Event) -> str:
     match payload:
         case TaskSubmitted():
             return payload.query
+        case TaskAccepted():
+            return f"{payload.execution_mode.value.lower()} (complexity {payload.complexity:.2f})"
         case LlmCallRequested():
-            return f"{len(json.loads(payload.messages_json))} messages, tools={payload.tools}"
+            added = len(json.loads(payload.messages_json))
+            return f"prompt of {payload.prompt_messages} messages (+{added}), tools={payload.tools}"
         case LlmCallCompleted():
             calls = [c["name"] for c in json.loads(payload.tool_calls_json)]
-            return f"tool calls {calls}" if calls else (payload.content or "")
-        case ToolCallRequested():
+            cached = f"[cache {payload.cache_kind.value.lower()}] " if payload.cache_kind else ""
+            return cached + (f"tool calls {calls}" if calls else (payload.content or ""))
+        case ToolCallRequested() | ApprovalRequested():
             return payload.arguments_json
+        case ToolCallAuthorized():
+            return f"allowed by {payload.rule}"
+        case ToolCallDenied():
+            return f"denied by {payload.rule}: {payload.reason}"
         case ToolCallCompleted():
-            return payload.output
-        case ToolCallFailed():
+            return ("[quarantined] " if payload.quarantined else "") + payload.output
+        case ToolCallFailed() | LlmCallFailed():
             return f"{payload.error_type}: {payload.error}"
+        case ApprovalGranted() | ApprovalRejected():
+            return f"{payload.decided_by}: {payload.reason}"
+        case PlanDecided():
+            return ", ".join(s.subtask_id for s in payload.subtasks)
+        case BudgetExceeded():
+            return f"{payload.scope.value} {payload.scope_id}: {payload.action}"
         case TaskCompleted():
             return payload.result
-        case TaskFailed():
+        case TaskFailed() | TaskRejected():
             return f"{payload.reason}: {payload.error}"
+        case TaskCancelled():
+            return f"cancelled by {payload.cancelled_by}: {payload.reason}"
     return ""
 
 

@@ -48,7 +48,7 @@ async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     state = fold(events)
     fold_s = time.perf_counter() - began
     _check(state, events)
-    # The share of the fold that is evolve's json.loads of the conversation each LLM event carries.
+    # The share of the fold that is evolve's json.loads of the messages each LLM event adds.
     began = time.perf_counter()
     for event in events:
         if isinstance(event.payload, LlmCallRequested):

@@ -40,26 +40,39 @@ MAPPINGS: dict[str, Any] = {
             "properties": {"topic": _KEYWORD, "partition": {"type": "integer"}, "offset": {"type": "long"}}
         },
         # The payload is kept whole in _source; the fields people search are mapped explicitly.
-        # Not indexed: messages_json (every LLM request repeats the whole conversation, so indexing
-        # it re-analyses O(steps^2) text; each message is searchable in the event that added it:
-        # query, content, arguments_json, output) and response_json (its text is `content`).
+        # messages_json holds only the messages a request adds (the prompt's system and user text),
+        # so it is indexed once per message; response_json is not (its text is `content`).
         "payload": {
             "type": "object",
             "dynamic": False,
             "properties": {
                 "query": _TEXT,
+                "messages_json": _TEXT,
                 "content": _TEXT,
                 "arguments_json": _TEXT,
                 "output": _TEXT,
                 "result": _TEXT,
                 "error": _TEXT,
-                "reason": _KEYWORD,
+                "reason": _TEXT,
+                "rule": _KEYWORD,
+                "agent_id": _KEYWORD,
+                "subtask_id": _KEYWORD,
+                "approval_id": _KEYWORD,
+                "decided_by": _KEYWORD,
+                "execution_mode": _KEYWORD,
+                "tier": _KEYWORD,
+                "kind": _KEYWORD,
+                "status": _KEYWORD,
+                "cache_hit": {"type": "boolean"},
+                "quarantined": {"type": "boolean"},
+                "findings": _KEYWORD,
                 "tool": _KEYWORD,
                 "model": _KEYWORD,
                 "provider": _KEYWORD,
                 "idempotency_key": _KEYWORD,
                 "step": {"type": "integer"},
                 "total_tokens": {"type": "long"},
+                "cost_usd": {"type": "double"},
                 "latency_ms": {"type": "double"},
             },
         },

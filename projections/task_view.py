@@ -18,8 +18,10 @@ from schemas.events import (
     LlmCallCompleted,
     LlmCallFailed,
     TaskAccepted,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskRejected,
     TaskSubmitted,
     ToolCallCompleted,
     ToolCallFailed,
@@ -30,8 +32,10 @@ _STATUS_OF = {
     "TaskAccepted": "running",
     "TaskCompleted": "completed",
     "TaskFailed": "failed",
+    "TaskCancelled": "cancelled",
+    "TaskRejected": "rejected",
 }
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "rejected"})
 
 
 class TaskView(BaseModel):
@@ -93,7 +97,7 @@ def apply(view: TaskView, event: Event) -> TaskView:
             }
         case TaskAccepted():
             update |= {
-                "execution_mode": payload.execution_mode,
+                "execution_mode": payload.execution_mode.value.lower(),
                 "provider": payload.provider,
                 "model": payload.model,
                 "offline": payload.offline,
@@ -110,12 +114,15 @@ def apply(view: TaskView, event: Event) -> TaskView:
             update |= {"llm_calls": view.llm_calls + 1, "steps": max(view.steps, payload.step)}
         case ToolCallCompleted() | ToolCallFailed():
             update |= {"tool_calls": view.tool_calls + 1}
-        case TaskCompleted() | TaskFailed():
+        case TaskCompleted() | TaskFailed() | TaskCancelled() | TaskRejected():
             update |= {"completed_at": at}
-            if isinstance(payload, TaskCompleted):
-                update["result"] = payload.result
-            else:
-                update["error"] = f"{payload.reason}: {payload.error}"
+            match payload:
+                case TaskCompleted():
+                    update["result"] = payload.result
+                case TaskCancelled():
+                    update["error"] = f"cancelled by {payload.cancelled_by}: {payload.reason}"
+                case _:
+                    update["error"] = f"{payload.reason}: {payload.error}"
     merged = view.model_copy(update=update)
     if merged.submitted_at and merged.completed_at:
         elapsed = merged.completed_at - merged.submitted_at

@@ -18,10 +18,48 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 NAMESPACE = "agentlog.events"
 
 
+def _millisecond_utc(value: datetime | None) -> datetime | None:
+    """Avro timestamp-millis keeps milliseconds in UTC; normalising here makes encode/decode exact."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 class Priority(StrEnum):
     HIGH = "HIGH"
     NORMAL = "NORMAL"
     LOW = "LOW"
+
+
+class ExecutionMode(StrEnum):
+    SIMPLE = "SIMPLE"
+    STANDARD = "STANDARD"
+    COMPLEX = "COMPLEX"
+
+
+class ModelTier(StrEnum):
+    SMALL = "SMALL"
+    MEDIUM = "MEDIUM"
+    LARGE = "LARGE"
+
+
+class StepKind(StrEnum):
+    THINK = "THINK"
+    ACT = "ACT"
+    DELEGATE = "DELEGATE"
+    RESPOND = "RESPOND"
+
+
+class BudgetScope(StrEnum):
+    TASK = "TASK"
+    ORG_DAY = "ORG_DAY"
+
+
+class CacheKind(StrEnum):
+    EXACT = "EXACT"
+    SEMANTIC = "SEMANTIC"
 
 
 class Envelope(BaseModel):
@@ -41,13 +79,7 @@ class Envelope(BaseModel):
     producer_version: str
     prev_hash: str | None = None
 
-    @field_validator("occurred_at")
-    @classmethod
-    def _millisecond_utc(cls, value: datetime) -> datetime:
-        # Avro timestamp-millis keeps milliseconds; truncating here makes encode/decode exact.
-        if value.tzinfo is None:
-            raise ValueError("occurred_at must be timezone-aware (UTC)")
-        return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    _millis = field_validator("occurred_at")(_millisecond_utc)
 
 
 class Payload(BaseModel):
@@ -65,6 +97,33 @@ class Payload(BaseModel):
         return self.record_name
 
 
+MAIN_AGENT = "main"
+
+
+class Subtask(BaseModel):
+    """One node of a plan (nested record of :class:`PlanDecided`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subtask_id: str
+    description: str
+    agent: str
+    depends_on: list[str] = Field(default_factory=list)
+    tier: ModelTier = ModelTier.MEDIUM
+
+
+class _Totals(Payload):
+    """Usage totals carried by the events that end a task."""
+
+    steps: int
+    llm_calls: int
+    tool_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float = 0.0
+
+
 class TaskSubmitted(Payload):
     record_name: ClassVar[str] = "TaskSubmitted"
     query: str
@@ -72,40 +131,127 @@ class TaskSubmitted(Payload):
     priority: Priority = Priority.NORMAL
     session_id: str | None = None
     idempotency_key: str | None = None
+    not_before: datetime | None = None
+    token_budget: int | None = None
+    user_role: str | None = None
+
+    _millis = field_validator("not_before")(_millisecond_utc)
 
 
 class TaskAccepted(Payload):
     record_name: ClassVar[str] = "TaskAccepted"
-    execution_mode: str
+    execution_mode: ExecutionMode
+    complexity: float = 0.0
     max_steps: int
     provider: str
     model: str
+    tier: ModelTier = ModelTier.MEDIUM
     offline: bool
+
+
+class TaskRejected(Payload):
+    record_name: ClassVar[str] = "TaskRejected"
+    reason: str
+    error: str
+
+
+class TaskCancelled(_Totals):
+    record_name: ClassVar[str] = "TaskCancelled"
+    reason: str
+    cancelled_by: str
+    abandoned: list[str] = Field(default_factory=list)
+
+
+class TaskCompleted(_Totals):
+    record_name: ClassVar[str] = "TaskCompleted"
+    result: str
+
+
+class TaskFailed(_Totals):
+    record_name: ClassVar[str] = "TaskFailed"
+    reason: str
+    error: str
+
+
+class PlanDecided(Payload):
+    record_name: ClassVar[str] = "PlanDecided"
+    execution_mode: ExecutionMode
+    subtasks: list[Subtask]
+    max_parallel: int
+    planner_idempotency_key: str | None = None
+    rationale: str | None = None
+
+
+class SubtaskStarted(Payload):
+    record_name: ClassVar[str] = "SubtaskStarted"
+    subtask_id: str
+    agent_id: str
+
+
+class SubtaskCompleted(Payload):
+    record_name: ClassVar[str] = "SubtaskCompleted"
+    subtask_id: str
+    agent_id: str
+    result: str
+
+
+class SubtaskFailed(Payload):
+    record_name: ClassVar[str] = "SubtaskFailed"
+    subtask_id: str
+    agent_id: str
+    error: str
+
+
+class AgentStepStarted(Payload):
+    record_name: ClassVar[str] = "AgentStepStarted"
+    agent_id: str = MAIN_AGENT
+    step: int
+    kind: StepKind
+
+
+class AgentStepFinished(Payload):
+    record_name: ClassVar[str] = "AgentStepFinished"
+    agent_id: str = MAIN_AGENT
+    step: int
+    kind: StepKind
+    outcome: str
 
 
 class LlmCallRequested(Payload):
     record_name: ClassVar[str] = "LlmCallRequested"
     step: int
+    agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
     model: str
+    tier: ModelTier = ModelTier.MEDIUM
     messages_json: str
+    prompt_messages: int = 0
+    prompt_sha256: str | None = None
     tools: list[str] = Field(default_factory=list)
+    response_format_json: str | None = None
+    attempt: int = 1
 
 
 class LlmCallCompleted(Payload):
     record_name: ClassVar[str] = "LlmCallCompleted"
     step: int
+    agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
     model: str
+    tier: ModelTier = ModelTier.MEDIUM
     content: str | None = None
     tool_calls_json: str = "[]"
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cost_usd: float = 0.0
     latency_ms: float
+    cache_hit: bool = False
+    cache_kind: CacheKind | None = None
+    attempt: int = 1
     offline: bool
     response_json: str
 
@@ -113,65 +259,133 @@ class LlmCallCompleted(Payload):
 class LlmCallFailed(Payload):
     record_name: ClassVar[str] = "LlmCallFailed"
     step: int
+    agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
     model: str
+    tier: ModelTier = ModelTier.MEDIUM
     error_type: str
     error: str
     latency_ms: float
+    attempt: int = 1
+    retryable: bool = False
+    next_attempt_at: datetime | None = None
+
+    _millis = field_validator("next_attempt_at")(_millisecond_utc)
 
 
-class ToolCallRequested(Payload):
-    record_name: ClassVar[str] = "ToolCallRequested"
+class _ToolCallFact(Payload):
+    """Fields every tool-call event carries: which call of which agent step."""
+
     step: int
+    agent_id: str = MAIN_AGENT
+    idempotency_key: str
+    tool_call_id: str
+    tool: str
+
+
+class ToolCallRequested(_ToolCallFact):
+    record_name: ClassVar[str] = "ToolCallRequested"
+    arguments_json: str
+
+
+class ToolCallAuthorized(_ToolCallFact):
+    record_name: ClassVar[str] = "ToolCallAuthorized"
+    rule: str
+    approval_id: str | None = None
+
+
+class ToolCallDenied(_ToolCallFact):
+    record_name: ClassVar[str] = "ToolCallDenied"
+    rule: str
+    reason: str
+    approval_id: str | None = None
+
+
+class ToolCallCompleted(_ToolCallFact):
+    record_name: ClassVar[str] = "ToolCallCompleted"
+    output: str
+    latency_ms: float
+    truncated: bool = False
+    quarantined: bool = False
+    findings: list[str] = Field(default_factory=list)
+
+
+class ToolCallFailed(_ToolCallFact):
+    record_name: ClassVar[str] = "ToolCallFailed"
+    error_type: str
+    error: str
+    latency_ms: float
+    attempt: int = 1
+    retryable: bool = False
+    next_attempt_at: datetime | None = None
+
+    _millis = field_validator("next_attempt_at")(_millisecond_utc)
+
+
+class ApprovalRequested(Payload):
+    record_name: ClassVar[str] = "ApprovalRequested"
+    approval_id: str
+    step: int
+    agent_id: str = MAIN_AGENT
     idempotency_key: str
     tool_call_id: str
     tool: str
     arguments_json: str
-
-
-class ToolCallCompleted(Payload):
-    record_name: ClassVar[str] = "ToolCallCompleted"
-    step: int
-    idempotency_key: str
-    tool_call_id: str
-    tool: str
-    output: str
-    latency_ms: float
-
-
-class ToolCallFailed(Payload):
-    record_name: ClassVar[str] = "ToolCallFailed"
-    step: int
-    idempotency_key: str
-    tool_call_id: str
-    tool: str
-    error_type: str
-    error: str
-    latency_ms: float
-
-
-class TaskCompleted(Payload):
-    record_name: ClassVar[str] = "TaskCompleted"
-    result: str
-    steps: int
-    llm_calls: int
-    tool_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class TaskFailed(Payload):
-    record_name: ClassVar[str] = "TaskFailed"
+    rule: str
     reason: str
-    error: str
-    steps: int
-    llm_calls: int
-    tool_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+
+
+class ApprovalGranted(Payload):
+    record_name: ClassVar[str] = "ApprovalGranted"
+    approval_id: str
+    decided_by: str
+    reason: str
+
+
+class ApprovalRejected(Payload):
+    record_name: ClassVar[str] = "ApprovalRejected"
+    approval_id: str
+    decided_by: str
+    reason: str
+
+
+class _BudgetFact(Payload):
+    """Fields every budget event carries: the scope and where its spend stood."""
+
+    scope: BudgetScope
+    scope_id: str
+    used_tokens: int
+    used_usd: float
+    limit_tokens: int | None = None
+    limit_usd: float | None = None
+
+
+class BudgetReserved(_BudgetFact):
+    record_name: ClassVar[str] = "BudgetReserved"
+    idempotency_key: str
+    tokens: int
+    cost_usd: float
+
+
+class BudgetThresholdReached(_BudgetFact):
+    record_name: ClassVar[str] = "BudgetThresholdReached"
+    threshold: float
+
+
+class BudgetExceeded(_BudgetFact):
+    record_name: ClassVar[str] = "BudgetExceeded"
+    idempotency_key: str
+    requested_tokens: int
+    requested_usd: float
+    action: str
+
+
+class CheckpointSaved(Payload):
+    record_name: ClassVar[str] = "CheckpointSaved"
+    step: int
+    status: str
+    state_json: str
 
 
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
@@ -179,17 +393,34 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
     for cls in (
         TaskSubmitted,
         TaskAccepted,
+        TaskRejected,
+        TaskCancelled,
+        TaskCompleted,
+        TaskFailed,
+        PlanDecided,
+        SubtaskStarted,
+        SubtaskCompleted,
+        SubtaskFailed,
+        AgentStepStarted,
+        AgentStepFinished,
         LlmCallRequested,
         LlmCallCompleted,
         LlmCallFailed,
         ToolCallRequested,
+        ToolCallAuthorized,
+        ToolCallDenied,
         ToolCallCompleted,
         ToolCallFailed,
-        TaskCompleted,
-        TaskFailed,
+        ApprovalRequested,
+        ApprovalGranted,
+        ApprovalRejected,
+        BudgetReserved,
+        BudgetThresholdReached,
+        BudgetExceeded,
+        CheckpointSaved,
     )
 }
-TERMINAL_TYPES: frozenset[str] = frozenset({"TaskCompleted", "TaskFailed"})
+TERMINAL_TYPES: frozenset[str] = frozenset({"TaskCompleted", "TaskFailed", "TaskCancelled", "TaskRejected"})
 
 
 class Event(BaseModel):

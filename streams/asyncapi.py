@@ -43,25 +43,6 @@ REGENERATE = "agentlog asyncapi"
 _INTEGER_CONFIG = ("retention.ms", "retention.bytes", "delete.retention.ms", "max.message.bytes")
 
 _JSON_MESSAGES: dict[str, dict[str, Any]] = {
-    "TaskStateSnapshot": {
-        "name": "TaskStateSnapshot",
-        "title": "Task state snapshot",
-        "summary": "The processor's latest state of one task, as JSON.",
-        "description": (
-            "`processors.task.decider.TaskState` serialised with pydantic (`model_dump_json`): status, "
-            "sequence and last digest of the task's history, step, model and tool conversation. Written "
-            "in the same acknowledged batch as the events of the decision that led to it; the latest "
-            "record per key is what the processor loads on start."
-        ),
-        "contentType": "application/json",
-        "payload": {"type": "object", "description": "A serialised `TaskState`."},
-        "bindings": {
-            "kafka": {
-                "key": {"type": "string", "description": "The task id (UTF-8)."},
-                "bindingVersion": KAFKA_BINDING_VERSION,
-            }
-        },
-    },
     "RegisteredSchemaRecord": {
         "name": "RegisteredSchemaRecord",
         "title": "Registered schema",
@@ -107,7 +88,6 @@ _JSON_MESSAGES: dict[str, dict[str, Any]] = {
 }
 
 _JSON_TOPIC_MESSAGES: dict[str, tuple[str, ...]] = {
-    TASK_STATE.suffix: ("TaskStateSnapshot",),
     SCHEMAS.suffix: ("RegisteredSchemaRecord", "CompatibilityRecord"),
 }
 

@@ -59,27 +59,27 @@ class EventProducer:
         stamped: Sequence[tuple[Event, bytes]],
         *,
         traceparent: str | None = None,
-        checkpoint: tuple[str, bytes, bytes] | None = None,
+        checkpoint: tuple[str, Event, bytes] | None = None,
     ) -> None:
         """Send events (with their already-encoded Avro bodies) keyed by task id; wait for all acks.
 
-        ``checkpoint`` (topic, key, value) goes out in the same batch: one acknowledged write
-        carries a decision's events and the state they lead to.
+        ``checkpoint`` (topic, CheckpointSaved event, body) goes out in the same batch: one
+        acknowledged write carries a decision's events and the state they lead to.
         """
+        records = [(topic, event, body) for event, body in stamped]
+        if checkpoint is not None:
+            records.append(checkpoint)
         futures = []
-        for event, body in stamped:
-            value = await self._codec.encode_body(topic, event.payload.fullname(), body)
+        for record_topic, event, body in records:
+            value = await self._codec.encode_body(record_topic, event.payload.fullname(), body)
             futures.append(
                 await self._producer.send(
-                    topic,
+                    record_topic,
                     value=value,
                     key=event.task_id.encode(),
                     headers=event_headers(event, source=self._source, traceparent=traceparent),
                 )
             )
-        if checkpoint is not None:
-            state_topic, key, value = checkpoint
-            futures.append(await self._producer.send(state_topic, value=value, key=key))
         await asyncio.gather(*futures)
 
     async def dead_letter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.events import PAYLOAD_TYPES, RecordDeadLettered, TaskSubmitted
+from schemas.events import PAYLOAD_TYPES, CheckpointSaved, RecordDeadLettered, TaskSubmitted
 from streams.settings import Settings
 
 
@@ -44,7 +44,9 @@ EVENTS = TopicSpec(
     suffix="tasks.events",
     description="Every fact of a task after its submission: decisions, LLM and tool calls, outcome.",
     key="task id",
-    event_types=tuple(name for name in PAYLOAD_TYPES if name != TaskSubmitted.fullname()),
+    event_types=tuple(
+        name for name in PAYLOAD_TYPES if name not in (TaskSubmitted.fullname(), CheckpointSaved.fullname())
+    ),
     config=_FOREVER,
 )
 DEAD_LETTER = TopicSpec(
@@ -57,11 +59,11 @@ DEAD_LETTER = TopicSpec(
 TASK_STATE = TopicSpec(
     suffix="tasks.state",
     description=(
-        "The processor's latest state of each task (JSON), written in the same acknowledged batch as "
-        "the decision's events; compacted. Workers load it on start to dedupe and resume tasks."
+        "The processor's latest state of each task (CheckpointSaved), written in the same acknowledged "
+        "batch as the decision's events; compacted. Workers load it on start to dedupe and resume tasks."
     ),
     key="task id",
-    event_types=(),
+    event_types=(CheckpointSaved.fullname(),),
     config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
 )
 SCHEMAS = TopicSpec(

@@ -1,7 +1,7 @@
 """The LLM gateway: performs a recorded ``LlmCallRequested`` through the ``openai`` SDK.
 
-The request event holds everything the call needs (model, messages, offered tools), so the call is
-a function of the event; the answer comes back as a command for the decider, never as state.
+The call is a function of the request event (model, offered tools) and the conversation folded from
+the task's history up to it; the answer comes back as a command for the decider, never as state.
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ class LlmGateway:
     async def close(self) -> None:
         await self._client.close()
 
-    async def complete(self, request: LlmCallRequested) -> RecordModelResponse | RecordModelFailure:
-        """Perform the call; provider errors come back as a failure command, not an exception.
+    async def complete(
+        self, request: LlmCallRequested, messages_json: str
+    ) -> RecordModelResponse | RecordModelFailure:
+        """Perform the call with the prompt ``messages_json`` (the agent's conversation, as JSON).
 
-        The request event already holds the messages as JSON, so the body is assembled from the
-        recorded bytes and posted through the SDK's client (auth, retries, timeouts and error
+        Provider errors come back as a failure command, not an exception. The conversation is
+        already JSON (the decider keeps each message as JSON text), so the body is assembled from
+        those bytes and posted through the SDK's client (auth, retries, timeouts and error
         types stay the SDK's) without its per-call parameter transformation, which re-walks every
         message of the conversation and cost most of the processor's CPU (docs/benchmarks.md).
         The provider's response body is recorded verbatim.
@@ -57,7 +60,7 @@ class LlmGateway:
             body = await self._client.post(
                 "/chat/completions",
                 cast_to=str,
-                content=self._body(request),
+                content=self._body(request, messages_json),
                 options={
                     "headers": {
                         "Content-Type": "application/json",
@@ -83,14 +86,13 @@ class LlmGateway:
                 latency_ms=latency_ms,
             )
 
-    def _body(self, request: LlmCallRequested) -> bytes:
+    def _body(self, request: LlmCallRequested, messages_json: str) -> bytes:
         tools = tuple(request.tools)
         if tools not in self._tool_specs:
             specs = [get_tool(name).openai_spec() for name in tools]
             self._tool_specs[tools] = f',"tools":{json.dumps(specs)}' if specs else ""
         return (
-            f'{{"model":{json.dumps(request.model)},"messages":{request.messages_json}'
-            f"{self._tool_specs[tools]}}}"
+            f'{{"model":{json.dumps(request.model)},"messages":{messages_json}{self._tool_specs[tools]}}}'
         ).encode()
 
 

@@ -12,6 +12,7 @@ Agent loop: TaskSubmitted -> TaskAccepted + LlmCallRequested(step 1) (THINK) -> 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from enum import StrEnum
@@ -20,16 +21,34 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import (
+    AgentStepFinished,
+    AgentStepStarted,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    BudgetExceeded,
+    BudgetReserved,
+    BudgetThresholdReached,
+    CacheKind,
     Event,
+    ExecutionMode,
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
     Payload,
+    PlanDecided,
+    SubtaskCompleted,
+    SubtaskFailed,
+    SubtaskStarted,
     TaskAccepted,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskRejected,
     TaskSubmitted,
+    ToolCallAuthorized,
     ToolCallCompleted,
+    ToolCallDenied,
     ToolCallFailed,
     ToolCallRequested,
 )
@@ -46,9 +65,11 @@ class Status(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
 
 
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED})
 
 
 class HistoryError(ValueError):
@@ -75,13 +96,16 @@ class TaskState(BaseModel):
     model: str = ""
     offline: bool = False
     tools: tuple[str, ...] = ()
-    messages: tuple[dict[str, Any], ...] = ()
+    # The agent's conversation, each message as compact JSON text: requests record only the
+    # messages they add, and the gateway posts the conversation without re-serialising it.
+    messages: tuple[str, ...] = ()
     pending_llm: LlmCallRequested | None = None
     pending_tools: tuple[ToolCallRequested, ...] = ()
     llm_calls: int = 0
     tool_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     result: str | None = None
     error: str | None = None
 
@@ -113,12 +137,16 @@ class RecordModelResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
     idempotency_key: str
     model: str
+    provider: str | None = None  # None: the provider the request named (no fallback happened)
     content: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float = 0.0
     latency_ms: float
+    cache_kind: CacheKind | None = None  # set when the answer came from the prompt cache
+    attempt: int = 1
     response_json: str
 
 
@@ -162,6 +190,15 @@ def idempotency_key(task_id: str, step: int, tool_call_id: str | None = None) ->
     return f"{base}:tool-{tool_call_id}" if tool_call_id else base
 
 
+def _message(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def conversation_json(state: TaskState) -> str:
+    """The agent's conversation as a JSON array: the prompt of its next (or pending) LLM call."""
+    return f"[{','.join(state.messages)}]"
+
+
 # -- decide ----------------------------------------------------------------------------------
 
 
@@ -179,36 +216,42 @@ def decide(command: Command, state: TaskState) -> list[Payload]:
     raise TypeError(f"unknown command {command!r}")
 
 
-def _llm_request(state: TaskState, step: int, messages: Iterable[dict[str, Any]]) -> LlmCallRequested:
+def _llm_request(
+    state: TaskState, step: int, new_messages: Iterable[dict[str, Any]] = ()
+) -> LlmCallRequested:
+    """The request of ``step``: it records only the messages it adds to the conversation."""
+    added = tuple(_message(m) for m in new_messages)
+    prompt = (*state.messages, *added)
     return LlmCallRequested(
         step=step,
         idempotency_key=idempotency_key(state.task_id, step),
         provider=state.provider,
         model=state.model,
-        messages_json=json.dumps(list(messages), separators=(",", ":")),
+        messages_json=f"[{','.join(added)}]",
+        prompt_messages=len(prompt),
+        prompt_sha256=hashlib.sha256(f"[{','.join(prompt)}]".encode()).hexdigest(),
         tools=list(state.tools),
     )
 
 
-def _totals(state: TaskState, **extra: int) -> dict[str, int]:
-    totals = {
+def _totals(state: TaskState) -> dict[str, Any]:
+    """Usage totals of a task-ending event, from the state after the task's last effect."""
+    return {
         "steps": state.step,
         "llm_calls": state.llm_calls,
         "tool_calls": state.tool_calls,
         "prompt_tokens": state.prompt_tokens,
         "completion_tokens": state.completion_tokens,
+        "total_tokens": state.prompt_tokens + state.completion_tokens,
+        "cost_usd": round(state.cost_usd, 9),
     }
-    for name, value in extra.items():
-        totals[name] += value
-    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
-    return totals
 
 
 def _start(command: StartTask, state: TaskState) -> list[Payload]:
     if state.status is not Status.SUBMITTED:
         return []
     accepted = TaskAccepted(
-        execution_mode="simple",
+        execution_mode=ExecutionMode.SIMPLE,
         max_steps=command.max_steps,
         provider=command.provider,
         model=command.model,
@@ -235,7 +278,7 @@ def _model_response(command: RecordModelResponse, state: TaskState) -> list[Payl
     completed = LlmCallCompleted(
         step=pending.step,
         idempotency_key=pending.idempotency_key,
-        provider=pending.provider,
+        provider=command.provider or pending.provider,
         model=command.model,
         content=command.content,
         tool_calls_json=json.dumps([c.model_dump() for c in command.tool_calls], separators=(",", ":")),
@@ -243,17 +286,17 @@ def _model_response(command: RecordModelResponse, state: TaskState) -> list[Payl
         prompt_tokens=command.prompt_tokens,
         completion_tokens=command.completion_tokens,
         total_tokens=command.prompt_tokens + command.completion_tokens,
+        cost_usd=0.0 if command.cache_kind else command.cost_usd,
         latency_ms=command.latency_ms,
+        cache_hit=command.cache_kind is not None,
+        cache_kind=command.cache_kind,
+        attempt=command.attempt,
         offline=state.offline,
         response_json=command.response_json,
     )
-    usage = {
-        "llm_calls": 1,
-        "prompt_tokens": command.prompt_tokens,
-        "completion_tokens": command.completion_tokens,
-    }
     if not command.tool_calls:
-        return [completed, TaskCompleted(result=command.content or "", **_totals(state, **usage))]
+        after = _apply_payload(state, completed)
+        return [completed, TaskCompleted(result=command.content or "", **_totals(after))]
     requests: list[Payload] = [
         ToolCallRequested(
             step=pending.step,
@@ -286,7 +329,11 @@ def _model_failure(command: RecordModelFailure, state: TaskState) -> list[Payloa
     )
     return [
         failed,
-        TaskFailed(reason="llm_error", error=f"{command.error_type}: {command.error}", **_totals(state)),
+        TaskFailed(
+            reason="llm_error",
+            error=f"{command.error_type}: {command.error}",
+            **_totals(_apply_payload(state, failed)),
+        ),
     ]
 
 
@@ -328,10 +375,32 @@ def _tool_result(command: RecordToolResult, state: TaskState) -> list[Payload]:
                 **_totals(after),
             ),
         ]
-    return [result, _llm_request(after, state.step + 1, after.messages)]
+    return [result, _llm_request(after, state.step + 1)]
 
 
 # -- evolve ----------------------------------------------------------------------------------
+
+# Facts of the event catalogue that this version of the decider neither emits nor acts on (plans,
+# sub-agents, step markers, policy decisions, approvals, budgets): folding one leaves the agent
+# loop's state as it was, apart from the sequence and hash chain.
+RECORDED_ONLY: frozenset[type[Payload]] = frozenset(
+    {
+        PlanDecided,
+        SubtaskStarted,
+        SubtaskCompleted,
+        SubtaskFailed,
+        AgentStepStarted,
+        AgentStepFinished,
+        ToolCallAuthorized,
+        ToolCallDenied,
+        ApprovalRequested,
+        ApprovalGranted,
+        ApprovalRejected,
+        BudgetReserved,
+        BudgetThresholdReached,
+        BudgetExceeded,
+    }
+)
 
 
 def evolve(state: TaskState, event: Event) -> TaskState:
@@ -390,12 +459,13 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
                 }
             )
         case LlmCallRequested():
+            added = tuple(_message(m) for m in json.loads(payload.messages_json))
             return state.model_copy(
                 update={
                     "pending_llm": payload,
                     "step": payload.step,
                     "tools": tuple(payload.tools),
-                    "messages": tuple(json.loads(payload.messages_json)),
+                    "messages": (*state.messages, *added),
                 }
             )
         case LlmCallCompleted():
@@ -413,10 +483,11 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
             return state.model_copy(
                 update={
                     "pending_llm": None,
-                    "messages": (*state.messages, assistant),
+                    "messages": (*state.messages, _message(assistant)),
                     "llm_calls": state.llm_calls + 1,
                     "prompt_tokens": state.prompt_tokens + payload.prompt_tokens,
                     "completion_tokens": state.completion_tokens + payload.completion_tokens,
+                    "cost_usd": state.cost_usd + payload.cost_usd,
                 }
             )
         case LlmCallFailed():
@@ -432,7 +503,7 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
                     ),
                     "messages": (
                         *state.messages,
-                        {"role": "tool", "tool_call_id": payload.tool_call_id, "content": content},
+                        _message({"role": "tool", "tool_call_id": payload.tool_call_id, "content": content}),
                     ),
                     "tool_calls": state.tool_calls + 1,
                 }
@@ -441,15 +512,22 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
             return state.model_copy(
                 update={"status": Status.COMPLETED, "result": payload.result, "pending_tools": ()}
             )
-        case TaskFailed():
+        case TaskFailed() | TaskRejected():
+            status = Status.FAILED if isinstance(payload, TaskFailed) else Status.REJECTED
+            return state.model_copy(
+                update={"status": status, "error": payload.error, "pending_llm": None, "pending_tools": ()}
+            )
+        case TaskCancelled():
             return state.model_copy(
                 update={
-                    "status": Status.FAILED,
-                    "error": payload.error,
+                    "status": Status.CANCELLED,
+                    "error": f"cancelled by {payload.cancelled_by}: {payload.reason}",
                     "pending_llm": None,
                     "pending_tools": (),
                 }
             )
+    if type(payload) in RECORDED_ONLY:
+        return state
     raise HistoryError(f"no evolve rule for {type(payload).__name__}")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from processors.task.decider import TaskState
-from schemas.events import Envelope, Event, Payload, TaskSubmitted
+from schemas.events import CheckpointSaved, Envelope, Event, Payload, TaskSubmitted
 from schemas.serde import seal
 
 # Fixed namespace for uuid5 event ids; changing it would change every derived id.
@@ -20,6 +20,32 @@ EVENT_ID_NAMESPACE = uuid.UUID("5b0c3a1e-6f1d-4c55-9a56-0c8d2a7e4b11")
 
 def event_id_for(task_id: str, sequence: int) -> uuid.UUID:
     return uuid.uuid5(EVENT_ID_NAMESPACE, f"{task_id}/{sequence}")
+
+
+def checkpoint(
+    state: TaskState, *, now: datetime, producer: str, producer_version: str
+) -> tuple[Event, bytes]:
+    """The ``CheckpointSaved`` record of ``state``: the state after the task's event ``state.sequence``.
+
+    It is not part of the task's history: its envelope names the last event it includes (sequence,
+    event id as causation, digest as ``prev_hash``), and its id derives from that position, so a
+    re-written checkpoint of the same position is the same record.
+    """
+    envelope = Envelope(
+        event_id=uuid.uuid5(EVENT_ID_NAMESPACE, f"{state.task_id}/checkpoint/{state.sequence}"),
+        task_id=state.task_id,
+        org_id=state.org_id,
+        user_id=state.user_id,
+        sequence=max(state.sequence, 0),
+        occurred_at=now,
+        causation_id=state.last_event_id,
+        correlation_id=state.correlation_id,
+        producer=producer,
+        producer_version=producer_version,
+        prev_hash=state.last_digest,
+    )
+    payload = CheckpointSaved(step=state.step, status=state.status.value, state_json=state.model_dump_json())
+    return seal(envelope, payload)
 
 
 def submission(

@@ -20,11 +20,12 @@ from processors.task.decider import (
     StartTask,
     Status,
     TaskState,
+    conversation_json,
     decide,
     evolve,
     pending_effects,
 )
-from processors.task.history import stamp
+from processors.task.history import checkpoint, stamp
 from processors.tools.registry import TOOLS, get_tool, parse_arguments
 from schemas.events import Event, LlmCallRequested, ToolCallRequested
 from streams.producer import EventProducer
@@ -87,7 +88,7 @@ class TaskRunner:
                     self._decide(run_tool(effect), batch)
                 else:
                     await self._write(batch, save, traceparent)
-                    self._decide(await self._perform(effect), batch)
+                    self._decide(await self._perform(effect, batch.state), batch)
         await self._write(batch, save, traceparent)
         return batch.state
 
@@ -107,18 +108,19 @@ class TaskRunner:
         if not batch.events:
             return
         state = batch.state
-        checkpoint = None
+        saved = None
         if self._state_topic is not None:
-            checkpoint = (self._state_topic, state.task_id.encode(), state.model_dump_json().encode())
-        await self._producer.publish(
-            self._topic, batch.events, traceparent=traceparent, checkpoint=checkpoint
-        )
+            event, body = checkpoint(
+                state, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
+            )
+            saved = (self._state_topic, event, body)
+        await self._producer.publish(self._topic, batch.events, traceparent=traceparent, checkpoint=saved)
         batch.events = []
         save(state)
 
-    async def _perform(self, effect: Effect) -> Command:
+    async def _perform(self, effect: Effect, state: TaskState) -> Command:
         if isinstance(effect, LlmCallRequested):
-            return await self._gateway.complete(effect)
+            return await self._gateway.complete(effect, conversation_json(state))
         return run_tool(effect)
 
 

@@ -18,6 +18,8 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.task.decider import TERMINAL, Status, TaskState
+from schemas.codec import EventCodec
+from schemas.events import CheckpointSaved
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,12 @@ class TaskStates:
     def __len__(self) -> int:
         return len(self._live) + len(self._finished)
 
-    async def load(self, bootstrap: str, topic: str, partitions: int) -> int:
-        """Read the whole task-state topic (to its end at call time); returns records read."""
+    async def load(self, bootstrap: str, topic: str, partitions: int, codec: EventCodec) -> int:
+        """Read the whole task-state topic (to its end at call time); returns records read.
+
+        A record that does not decode to a ``CheckpointSaved`` raises: starting without a task's
+        state would run the task again from its submission, redoing recorded effects.
+        """
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         read = 0
@@ -63,7 +69,11 @@ class TaskStates:
                 for tp, records in batch.items():
                     for record in records:
                         if record.value is not None:
-                            self.put(TaskState.model_validate_json(record.value))
+                            self.put(
+                                await _state_of(
+                                    codec, record.value, f"{tp.topic}[{tp.partition}]@{record.offset}"
+                                )
+                            )
                             read += 1
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
@@ -71,3 +81,14 @@ class TaskStates:
             await consumer.stop()
         log.info("loaded %d task states (%d unfinished) from %s", read, len(self._live), topic)
         return read
+
+
+class CheckpointError(ValueError):
+    """A task-state record is not a decodable ``CheckpointSaved``."""
+
+
+async def _state_of(codec: EventCodec, value: bytes, position: str) -> TaskState:
+    event = await codec.decode(value)
+    if not isinstance(event.payload, CheckpointSaved):
+        raise CheckpointError(f"{position}: expected CheckpointSaved, found {event.event_type}")
+    return TaskState.model_validate_json(event.payload.state_json)

@@ -74,6 +74,7 @@ class _Resources:
                     self.settings.kafka_bootstrap,
                     TASK_STATE.name(self.settings),
                     TASK_STATE.partition_count(self.settings),
+                    self.codec,
                 )
                 self._started = True
 

@@ -27,16 +27,25 @@ def _history(settings: Settings, task_id: str) -> list[Any]:
     return asyncio.run(read())
 
 
+def _load(settings: Settings, states: TaskStates) -> int:
+    async def load() -> int:
+        registry = RegistryClient(settings.schema_registry_url)
+        try:
+            return await states.load(
+                settings.kafka_bootstrap,
+                TASK_STATE.name(settings),
+                TASK_STATE.partition_count(settings),
+                EventCodec(registry),
+            )
+        finally:
+            await registry.close()
+
+    return asyncio.run(load())
+
+
 def test_state_topic_holds_the_fold_of_the_log(platform: Settings, completed_task: dict[str, Any]) -> None:
     states = TaskStates()
-    assert (
-        asyncio.run(
-            states.load(
-                platform.kafka_bootstrap, TASK_STATE.name(platform), TASK_STATE.partition_count(platform)
-            )
-        )
-        > 0
-    )
+    assert _load(platform, states) > 0
     stored = states.get(completed_task["task_id"])
     assert stored is not None and stored.status is Status.COMPLETED
 

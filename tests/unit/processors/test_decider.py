@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from processors.task.decider import (
+    RECORDED_ONLY,
     HistoryError,
     RecordModelFailure,
     RecordModelResponse,
@@ -15,13 +17,36 @@ from processors.task.decider import (
     Status,
     TaskState,
     ToolCall,
+    conversation_json,
+    decide,
     evolve,
     fold,
     idempotency_key,
     pending_effects,
 )
-from schemas.events import LlmCallRequested, TaskCompleted, TaskFailed, ToolCallRequested
-from tests.unit.processors.helpers import submitted, types, when
+from processors.task.history import checkpoint, stamp
+from schemas.events import (
+    PAYLOAD_TYPES,
+    AgentStepStarted,
+    ApprovalGranted,
+    CheckpointSaved,
+    Event,
+    LlmCallCompleted,
+    LlmCallFailed,
+    LlmCallRequested,
+    Payload,
+    StepKind,
+    TaskAccepted,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskRejected,
+    TaskSubmitted,
+    ToolCallCompleted,
+    ToolCallFailed,
+    ToolCallRequested,
+)
+from tests.unit.processors.helpers import T0, submitted, types, when
 
 START = StartTask(provider="offline", model="m", offline=True, max_steps=3, tools=("calculator",))
 
@@ -52,6 +77,8 @@ def test_start_accepts_and_asks_the_model() -> None:
     assert isinstance(request, LlmCallRequested)
     assert request.idempotency_key == idempotency_key("task-1", 1) == "task-1:step-1"
     assert [m["role"] for m in json.loads(request.messages_json)] == ["system", "user"]
+    assert request.prompt_messages == 2
+    assert json.loads(conversation_json(state)) == json.loads(request.messages_json)
     assert state.status is Status.RUNNING
     assert pending_effects(state) == [request]
 
@@ -80,10 +107,15 @@ def test_tool_call_then_answer_completes_the_task() -> None:
     assert types(payloads) == ["ToolCallCompleted", "LlmCallRequested"]
     second = payloads[1]
     assert isinstance(second, LlmCallRequested) and second.step == 2
-    messages = json.loads(second.messages_json)
+    # The request adds no message: the answer and the tool result were recorded by their events,
+    # and the prompt it stands for is the folded conversation, pinned by count and hash.
+    assert json.loads(second.messages_json) == []
+    messages = json.loads(conversation_json(state))
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool"]
     assert messages[2]["tool_calls"][0]["function"]["name"] == "calculator"
     assert messages[3] == {"role": "tool", "tool_call_id": "c1", "content": "42"}
+    assert second.prompt_messages == 4
+    assert second.prompt_sha256 == hashlib.sha256(conversation_json(state).encode()).hexdigest()
 
     state, payloads = when(state, model_says(state, "It is 42."), history)
     assert types(payloads) == ["LlmCallCompleted", "TaskCompleted"]
@@ -132,7 +164,7 @@ def test_tool_error_is_shown_to_the_model() -> None:
     )
     state, payloads = when(state, failure, history)
     assert types(payloads) == ["ToolCallFailed", "LlmCallRequested"]
-    assert json.loads(payloads[1].messages_json)[-1]["content"] == "error: division by zero"  # type: ignore[attr-defined]
+    assert json.loads(conversation_json(state))[-1]["content"] == "error: division by zero"
 
 
 def test_step_limit_fails_the_task() -> None:
@@ -180,3 +212,106 @@ def test_evolve_ignores_duplicates_and_rejects_gaps_and_broken_links() -> None:
     )
     with pytest.raises(HistoryError, match="belongs to task"):
         evolve(state, foreign)
+
+
+def _append(state: TaskState, history: list[Event], *payloads: Payload) -> TaskState:
+    """Record facts the decider does not emit itself (as another component or a later version would)."""
+    for event, _ in stamp(state, payloads, now=T0, producer="test", producer_version="0"):
+        history.append(event)
+        state = evolve(state, event)
+    return state
+
+
+def test_cancelled_and_rejected_tasks_end_and_ask_for_nothing() -> None:
+    for fact, status in (
+        (
+            TaskCancelled(
+                reason="no longer needed",
+                cancelled_by="alice",
+                abandoned=["task-1:step-1"],
+                steps=1,
+                llm_calls=0,
+                tool_calls=0,
+                prompt_tokens=0,
+                completion_tokens=0,
+                total_tokens=0,
+            ),
+            Status.CANCELLED,
+        ),
+        (TaskRejected(reason="budget", error="org budget spent"), Status.REJECTED),
+    ):
+        state, history = submitted()
+        state, _ = when(state, START, history)
+        running = state
+        assert pending_effects(running)
+        state = _append(state, history, fact)
+        assert state.status is status and pending_effects(state) == []
+        # A late answer to the abandoned call is ignored.
+        assert decide(model_says(running, "late"), state) == []
+        assert fold(history) == state
+
+
+def test_recorded_only_facts_keep_the_loop_state() -> None:
+    state, history = submitted()
+    state, _ = when(state, START, history)
+    before = state
+    facts: list[Payload] = [
+        AgentStepStarted(step=1, kind=StepKind.THINK),
+        ApprovalGranted(approval_id="a-1", decided_by="bob", reason="ok"),
+    ]
+    state = _append(state, history, *facts)
+    assert state.sequence == before.sequence + 2
+    assert (
+        state.model_copy(
+            update={
+                "sequence": before.sequence,
+                "last_event_id": before.last_event_id,
+                "last_digest": before.last_digest,
+            }
+        )
+        == before
+    )
+    assert all(type(fact) in RECORDED_ONLY for fact in facts)
+
+
+def test_every_task_event_type_has_an_evolve_rule() -> None:
+    handled = {name for name, cls in PAYLOAD_TYPES.items() if cls in RECORDED_ONLY}
+    acted_on = {
+        cls.fullname()
+        for cls in (
+            TaskSubmitted,
+            TaskAccepted,
+            LlmCallRequested,
+            LlmCallCompleted,
+            LlmCallFailed,
+            ToolCallRequested,
+            ToolCallCompleted,
+            ToolCallFailed,
+            TaskCompleted,
+            TaskFailed,
+            TaskCancelled,
+            TaskRejected,
+        )
+    }
+    # CheckpointSaved is a snapshot on the task-state topic, never an event of a task's history.
+    assert handled | acted_on | {CheckpointSaved.fullname()} == set(PAYLOAD_TYPES)
+
+
+def test_a_checkpoint_is_not_a_history_event() -> None:
+    state, history = submitted()
+    with pytest.raises(HistoryError, match="CheckpointSaved"):
+        _append(state, history, CheckpointSaved(step=0, status="submitted", state_json="{}"))
+
+
+def test_checkpoint_record_carries_the_state_and_its_position() -> None:
+    state, history = submitted()
+    state, _ = when(state, START, history)
+    event, body = checkpoint(state, now=T0, producer="test", producer_version="0")
+    assert isinstance(event.payload, CheckpointSaved)
+    assert TaskState.model_validate_json(event.payload.state_json) == state
+    assert event.envelope.sequence == state.sequence == history[-1].sequence
+    assert event.envelope.prev_hash == history[-1].digest
+    assert event.envelope.causation_id == str(history[-1].envelope.event_id)
+    assert event.digest == hashlib.sha256(body).hexdigest()
+    again, _ = checkpoint(state, now=T0, producer="test", producer_version="0")
+    assert again.envelope.event_id == event.envelope.event_id

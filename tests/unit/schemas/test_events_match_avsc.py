@@ -13,7 +13,17 @@ from uuid import UUID
 import pytest
 from pydantic import BaseModel
 
-from schemas.events import PAYLOAD_TYPES, Envelope, RecordDeadLettered
+from schemas.events import (
+    PAYLOAD_TYPES,
+    BudgetScope,
+    CacheKind,
+    Envelope,
+    ExecutionMode,
+    ModelTier,
+    RecordDeadLettered,
+    StepKind,
+    Subtask,
+)
 from schemas.serde import AVRO_DIR, parsed_schema, record_fullnames
 
 _PRIMITIVE = {
@@ -25,7 +35,27 @@ _PRIMITIVE = {
 }
 
 
+def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type (record, enum) defined anywhere in a parsed schema, by full name."""
+    found = {} if found is None else found
+    if isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum") and "name" in schema:
+            name = schema["name"]
+            found[name if "." in name else f"{schema.get('namespace', '')}.{name}"] = schema
+        for value in schema.values():
+            _named_types(value, found)
+    elif isinstance(schema, list):
+        for value in schema:
+            _named_types(value, found)
+    return found
+
+
+_NAMED: dict[str, Any] = {}
+
+
 def _avro_matches(annotation: Any, avro: Any) -> bool:
+    if isinstance(avro, str) and avro in _NAMED:
+        avro = _NAMED[avro]  # a reference to a named type defined earlier in the schema
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -52,13 +82,17 @@ def _avro_matches(annotation: Any, avro: Any) -> bool:
                 and [m.value for m in annotation] == avro["symbols"]
             )
         if avro["type"] == "record":
-            return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return False
+            _check(annotation, avro["fields"])
+            return True
         return _avro_matches(annotation, avro["type"])
     expected = _PRIMITIVE.get(annotation)
     return avro == expected or (isinstance(expected, tuple) and avro in expected)
 
 
 def _check(model: type[BaseModel], fields: list[dict[str, Any]]) -> None:
+    _NAMED.update(_named_types(fields))
     avro_fields = {f["name"]: f for f in fields}
     assert set(model.model_fields) == set(avro_fields), model.__name__
     for name, info in model.model_fields.items():
@@ -85,6 +119,49 @@ def test_envelope_and_dead_letter_match_avsc() -> None:
     _check(RecordDeadLettered, parsed_schema(RecordDeadLettered.fullname())["fields"])
 
 
-def test_every_avsc_file_is_a_known_record() -> None:
-    on_disk = {p.stem for p in AVRO_DIR.glob("*.avsc")} - {"agentlog.events.Envelope"}
-    assert on_disk == set(record_fullnames())
+NAMED_TYPES = {
+    # Types nested in events (each has its own .avsc, referenced by name), not events themselves.
+    "agentlog.events.Envelope": Envelope,
+    "agentlog.events.Subtask": Subtask,
+    "agentlog.events.ExecutionMode": ExecutionMode,
+    "agentlog.events.ModelTier": ModelTier,
+    "agentlog.events.StepKind": StepKind,
+    "agentlog.events.BudgetScope": BudgetScope,
+    "agentlog.events.CacheKind": CacheKind,
+}
+
+
+def test_every_avsc_file_is_a_known_record_or_named_type() -> None:
+    on_disk = {p.stem for p in AVRO_DIR.glob("*.avsc")}
+    assert on_disk == set(record_fullnames()) | set(NAMED_TYPES)
+
+
+@pytest.mark.parametrize("fullname", sorted(NAMED_TYPES))
+def test_named_types_match_avsc(fullname: str) -> None:
+    schema = json.loads((AVRO_DIR / f"{fullname}.avsc").read_text())
+    assert schema.get("doc"), fullname
+    model = NAMED_TYPES[fullname]
+    if schema["type"] == "enum":
+        assert isinstance(model, type) and issubclass(model, Enum)
+        assert [m.value for m in model] == schema["symbols"]
+        assert schema["default"] in schema["symbols"]
+    else:
+        assert issubclass(model, BaseModel)
+        _check(model, schema["fields"])
+
+
+def test_every_record_and_field_has_a_doc() -> None:
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("record", "enum"):
+                assert node.get("doc"), f"{where}: {node['name']} has no doc"
+            for field in node.get("fields", []) if node.get("type") == "record" else []:
+                assert field.get("doc"), f"{where}: {node['name']}.{field['name']} has no doc"
+            for value in node.values():
+                walk(value, where)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, where)
+
+    for path in AVRO_DIR.glob("*.avsc"):
+        walk(json.loads(path.read_text()), path.name)
