@@ -46,7 +46,9 @@ bench-quick: install up ## Benchmark smoke (< 3 min) as CI runs it: fails on err
 unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests/unit
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy, and the schemas against the released set and the AsyncAPI document
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy streams processors schemas api projections bench
+	$(BIN)/agentlog schemas check --released
+	$(BIN)/agentlog asyncapi --check

@@ -71,9 +71,19 @@ app.add_typer(schemas_app, name="schemas")
 @schemas_app.command("check")
 def schemas_check(
     registry: Annotated[str | None, typer.Option(help="Registry URL (default: the platform's).")] = None,
+    released: Annotated[
+        bool,
+        typer.Option(
+            "--released",
+            help="Check against the released set committed under schemas/released (offline, no registry).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Fail if a schema in the working tree is incompatible with what the registry holds."""
+    """Fail if a schema in the working tree is incompatible with the registry or the released set."""
+    if released:
+        _check_released(as_json)
+        return
     from schemas.registry.check import check_subjects, local_schemas
 
     settings = get_settings()
@@ -82,19 +92,64 @@ def schemas_check(
         results = check_subjects(url, local_schemas(settings))
     except httpx.HTTPError as exc:
         raise _fail(f"schema registry at {url} did not answer: {exc}") from exc
-    bad = [r for r in results if r.status == "incompatible"]
+    rows = [(r.subject, r.status, r.problems) for r in results]
     if as_json:
         typer.echo(json.dumps([r.__dict__ | {"problems": list(r.problems)} for r in results], indent=2))
     else:
-        table = Table(title=f"schemas vs {url}")
-        for column in ("subject", "status", "problems"):
-            table.add_column(column)
-        colour = {"compatible": "green", "new": "cyan", "incompatible": "red"}
-        for r in results:
-            table.add_row(r.subject, f"[{colour[r.status]}]{r.status}[/]", "\n".join(r.problems))
-        Console().print(table)
+        _print_schema_checks(f"schemas vs {url}", rows)
+    bad = [r for r in results if r.status == "incompatible"]
     if bad:
         raise _fail(f"{len(bad)} schema(s) incompatible with the registry")
+
+
+_STATUS_COLOUR = {
+    "compatible": "green",
+    "unchanged": "green",
+    "new": "cyan",
+    "incompatible": "red",
+    "removed": "red",
+}
+
+
+def _print_schema_checks(title: str, rows: list[tuple[str, str, tuple[str, ...]]]) -> None:
+    table = Table(title=title)
+    for column in ("subject", "status", "problems"):
+        table.add_column(column)
+    for subject, status, problems in rows:
+        table.add_row(subject, f"[{_STATUS_COLOUR[status]}]{status}[/]", "\n".join(problems))
+    Console().print(table)
+
+
+def _check_released(as_json: bool) -> None:
+    from schemas.releases import RELEASED_DIR, check, released_versions, working_tree_schemas
+
+    results = check(working_tree_schemas(), released_versions())
+    if as_json:
+        typer.echo(
+            json.dumps([r.__dict__ | {"problems": list(r.problems), "ok": r.ok} for r in results], indent=2)
+        )
+    else:
+        _print_schema_checks(
+            f"schemas vs {RELEASED_DIR}", [(r.record, r.status, r.problems) for r in results]
+        )
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise _fail(f"{len(bad)} schema(s) break the released set: {', '.join(r.record for r in bad)}")
+
+
+@schemas_app.command("release")
+def schemas_release() -> None:
+    """Add the working tree's new and changed schemas to the released set (refused if incompatible)."""
+    from schemas.releases import IncompatibleReleaseError, release
+
+    try:
+        written = release()
+    except IncompatibleReleaseError as exc:
+        raise _fail(str(exc)) from exc
+    for path in written:
+        console.print(f"released {path}")
+    if not written:
+        console.print("nothing changed since the last release")
 
 
 @app.command()
