@@ -51,9 +51,13 @@ class Child:
 
 def components(settings: Settings) -> list[Child]:
     """The children of ``serve``; processor workers are ``processor#N``, each with its own data dir."""
-    names = ["registry", "api", "projector-postgres", "projector-elasticsearch"]
+    names = ["api", "projector-postgres", "projector-elasticsearch"]
     if settings.offline:
-        names.insert(1, "offline-llm")
+        names.insert(0, "offline-llm")
+    # With AGENTLOG_REGISTRY_URL pointing at an external Confluent-compatible registry, the
+    # platform uses that one and serves none of its own.
+    if settings.registry_url is None:
+        names.insert(0, "registry")
     return [Child(name) for name in names] + [
         Child(
             f"processor#{index}",
