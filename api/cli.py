@@ -274,6 +274,86 @@ def submit(
         raise typer.Exit(1)
 
 
+@app.command()
+def produce(
+    event_type: Annotated[
+        str | None, typer.Argument(help="Event type: short (TaskSubmitted) or full Avro name.")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help='The fields as JSON, @FILE or @- (stdin); envelope fields under "envelope".'),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show the record; produce nothing.")
+    ] = False,
+    list_types: Annotated[bool, typer.Option("--list", help="List the event types, their topics.")] = False,
+) -> None:
+    """Validate an event against its schema and produce it to its topic (acks=all, waits for the ack)."""
+    from aiokafka.errors import KafkaError
+
+    from schemas.registry.client import RegistryRejected, RegistryUnavailable
+    from streams.sdk import EventValidationError, UnknownEventTypeError, event_types, preview, produce_one
+
+    settings = get_settings()
+    if list_types:
+        rows = [
+            {"event_type": e.name, "full_name": e.fullname, "topic": e.topic.name(settings), "doc": e.doc}
+            for e in event_types()
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title="producible event types")
+        for column in ("event type", "topic", "doc"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(row["event_type"], row["topic"], escape(row["doc"]))
+        console.print(table)
+        return
+    if event_type is None or data is None:
+        raise _fail("give an EVENT_TYPE and --data JSON|@FILE|@- (or --list)")
+    try:
+        text = sys.stdin.read() if data == "@-" else Path(data[1:]).read_text() if data[:1] == "@" else data
+        fields = json.loads(text)
+    except OSError as exc:
+        raise _fail(escape(f"--data {data}: {exc.strerror or exc}")) from exc
+    except json.JSONDecodeError as exc:
+        raise _fail(escape(f"--data is not valid JSON: {exc}")) from exc
+    try:
+        if dry_run:
+            described = preview(event_type, fields, settings=settings)
+            if as_json:
+                typer.echo(json.dumps(described, indent=2))
+            else:
+                console.print(
+                    f"dry run, nothing produced: {described['event_type']} -> "
+                    f"{described['topic']}\\[{described['partition']}] key {escape(described['key'])}",
+                    soft_wrap=True,
+                )
+                console.print_json(json.dumps(described))
+            return
+        produced = asyncio.run(produce_one(event_type, fields, settings=settings))
+    except UnknownEventTypeError as exc:
+        raise _fail(escape(str(exc))) from exc
+    except EventValidationError as exc:
+        if as_json:
+            problems = [problem.model_dump(mode="json") for problem in exc.problems]
+            typer.echo(json.dumps({"event_type": exc.event_type, "problems": problems}, default=repr))
+        exits = [_fail(escape(str(problem))) for problem in exc.problems]
+        raise exits[-1] from exc
+    except (RegistryUnavailable, RegistryRejected, KafkaError) as exc:
+        raise _fail(escape(f"{type(exc).__name__}: {exc}")) from exc
+    if as_json:
+        typer.echo(produced.model_dump_json())
+    else:
+        console.print(
+            f"produced {produced.event_type} to {produced.topic}\\[{produced.partition}]@{produced.offset}"
+            f"  task {escape(str(produced.task_id))}  event {produced.event_id}",
+            soft_wrap=True,
+        )
+
+
 def _print_timeline(rows: list[dict[str, Any]], task_id: str) -> None:
     table = Table(title=f"task {task_id}", show_lines=False)
     for column in ("seq", "event", "step", "model / tool", "tokens", "latency ms", "+ms", "detail"):
