@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import httpx
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import BaseModel, ConfigDict, Field
@@ -268,8 +267,12 @@ class LlmGateway:
         for route in candidates:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self.settings.attempts_per_provider),
+                # Full backoff: initial * 2^n capped at max, plus up to `initial` of jitter so
+                # processors that failed together do not retry together.
                 wait=wait_exponential_jitter(
-                    initial=self.settings.backoff_initial_seconds, max=self.settings.backoff_max_seconds
+                    multiplier=self.settings.backoff_initial_seconds,
+                    max=self.settings.backoff_max_seconds,
+                    jitter=self.settings.backoff_initial_seconds,
                 ),
                 retry=retry_if_exception(is_retryable),
                 reraise=True,
@@ -282,7 +285,7 @@ class LlmGateway:
             except _AttemptFailed as exc:  # the breaker refused this provider before any attempt
                 errors.append(f"{route.provider.name}: {exc}")
                 continue
-            except (openai.OpenAIError, httpx.HTTPError, MalformedResponse) as exc:
+            except (openai.OpenAIError, MalformedResponse) as exc:
                 last = exc
                 errors.append(f"{route.provider.name}: {type(exc).__name__}: {exc}")
                 if not is_retryable(exc):
@@ -307,7 +310,7 @@ class LlmGateway:
                 parsed = _parse_completion(request.idempotency_key, body, (time.perf_counter() - sent) * 1000)
             except (ValueError, LookupError, TypeError) as exc:
                 raise MalformedResponse(f"{type(exc).__name__}: {exc}; body starts {body[:200]!r}") from exc
-        except (openai.OpenAIError, httpx.HTTPError, MalformedResponse) as exc:
+        except (openai.OpenAIError, MalformedResponse) as exc:
             # A 4xx other than 408/409/429 proves the provider is up and answering.
             self._record(name, succeeded=not is_retryable(exc))
             raise

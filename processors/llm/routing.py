@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 import openai
 
 from processors.llm.providers import ModelPrice, ProviderConfig, Providers
@@ -49,4 +48,5 @@ def is_retryable(exc: BaseException) -> bool:
     take it, so it neither retries nor falls back."""
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    return isinstance(exc, openai.APIConnectionError | httpx.TransportError | MalformedResponse)
+    # The SDK wraps transport errors (timeouts included) in APIConnectionError.
+    return isinstance(exc, openai.APIConnectionError | MalformedResponse)

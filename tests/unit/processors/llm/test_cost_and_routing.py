@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -72,8 +72,8 @@ def test_a_tier_nobody_serves_is_an_error_naming_the_tier() -> None:
 
 
 def _status(code: int) -> openai.APIStatusError:
-    request = httpx.Request("POST", "http://x/v1/chat/completions")
-    return openai.APIStatusError("e", response=httpx.Response(code, request=request), body=None)
+    request = httpx2.Request("POST", "http://x/v1/chat/completions")
+    return openai.APIStatusError("e", response=httpx2.Response(code, request=request), body=None)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_status_codes_are_classified(code: int, retry: bool) -> None:
 
 
 def test_timeouts_connection_errors_and_malformed_answers_are_retryable() -> None:
-    request = httpx.Request("POST", "http://x")
+    request = httpx2.Request("POST", "http://x")
     assert is_retryable(openai.APITimeoutError(request=request))
     assert is_retryable(openai.APIConnectionError(request=request))
     assert is_retryable(MalformedResponse("x"))
