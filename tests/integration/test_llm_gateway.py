@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 import uvicorn
+from redis.asyncio import Redis
 
 from processors.llm.breaker import BreakerStatus
-from processors.llm.budget import BudgetLedger
+from processors.llm.budget import BudgetLedger, BudgetLedgerUnavailable
 from processors.llm.gateway import GatewaySettings, LlmGateway, OrgBudget
 from processors.llm.providers import Providers
 from processors.task.decider import RecordModelFailure, RecordModelResponse
@@ -363,3 +364,33 @@ async def test_a_call_over_the_daily_budget_is_not_made(stack: Settings, servers
     assert refused.command is None and refused.verdict is not None and refused.verdict.exceeded
     assert "would be exceeded" in refused.verdict.reason and org in refused.verdict.reason
     assert len(flaky.requests) == 1
+
+
+async def test_concurrent_reservations_never_overspend_and_alert_once(stack: Settings) -> None:
+    redis = Redis.from_url(stack.redis_url)
+    ledger = BudgetLedger(redis)
+    org, day = f"org-{uuid.uuid4().hex[:8]}", date(2026, 11, 22)
+    try:
+        verdicts = await asyncio.gather(*(ledger.reserve(org, day, f"call-{i}", 0.1, 1.0) for i in range(30)))
+        again = await ledger.reserve(org, day, "call-0", 0.1, 1.0)  # a redelivered call
+        spent = await ledger.spent(org, day)
+        settled = await ledger.settle(org, day, "call-0", 0.05)
+    finally:
+        await redis.aclose()
+    assert sum(v.allowed for v in verdicts) == 10
+    assert sum(v.crossed_80_percent for v in verdicts) == 1
+    assert spent == pytest.approx(1.0)
+    assert again.allowed and again.used_after_usd == pytest.approx(1.0)  # not counted twice
+    assert settled == pytest.approx(0.95)
+
+
+async def test_the_ledger_fails_closed_when_redis_is_down() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    redis = Redis.from_url(f"redis://127.0.0.1:{dead}/0", socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(BudgetLedgerUnavailable, match="'acme'"):
+            await BudgetLedger(redis).reserve("acme", date(2026, 11, 22), "k", 0.1, 1.0)
+    finally:
+        await redis.aclose()
