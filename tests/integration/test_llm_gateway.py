@@ -44,7 +44,12 @@ class ScriptedServer:
         self._sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
         config = uvicorn.Config(
-            self._app, log_level="warning", lifespan="off", loop="asyncio", interface="asgi3"
+            self._app,
+            log_level="warning",
+            lifespan="off",
+            loop="asyncio",
+            interface="asgi3",
+            http="httptools",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
