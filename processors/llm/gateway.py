@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
@@ -38,6 +39,7 @@ from processors.llm.providers import (
     load_providers,
 )
 from processors.llm.routing import MalformedResponse, Route, is_retryable, routes
+from processors.llm.streaming import TokenPublisher, fold_chunks
 from processors.task.decider import RecordModelFailure, RecordModelResponse, ToolCall
 from processors.tools.registry import get_tool
 from schemas.events import LlmCallRequested, ModelTier
@@ -162,6 +164,7 @@ class LlmGateway:
             else None
         )
         self.budget = BudgetLedger(self._redis)
+        self._tokens = TokenPublisher(self._redis)
         self._tool_specs: dict[tuple[str, ...], str] = {}
 
     @staticmethod
@@ -180,18 +183,22 @@ class LlmGateway:
             await client.close()
         await self._redis.aclose()
 
-    async def complete(self, request: LlmCallRequested, messages_json: str) -> ModelCommand:
+    async def complete(
+        self, request: LlmCallRequested, messages_json: str, *, stream_task_id: str | None = None
+    ) -> ModelCommand:
         """Perform the call with the prompt ``messages_json`` (the agent's conversation, as JSON).
 
         Provider errors come back as a failure command, not an exception. A cache hit comes back
-        with ``cache_kind`` set, zero cost and no provider called.
+        with ``cache_kind`` set, zero cost and no provider called. With ``stream_task_id`` the
+        answer is streamed and its tokens published on ``agentlog:stream:<task_id>`` as they come
+        (processors/llm/streaming.py); the command is the same complete response either way.
         """
         started = time.perf_counter()
         probe = self._probe(request, messages_json)
         hit = await self._cached(request, probe, started)
         if hit is not None:
             return hit
-        return await self._call(request, messages_json, probe, started)
+        return await self._call(request, messages_json, probe, started, stream_task_id)
 
     async def complete_within_budget(
         self, request: LlmCallRequested, messages_json: str, budget: OrgBudget
@@ -250,7 +257,12 @@ class LlmGateway:
         )
 
     async def _call(
-        self, request: LlmCallRequested, messages_json: str, probe: CacheProbe | None, started: float
+        self,
+        request: LlmCallRequested,
+        messages_json: str,
+        probe: CacheProbe | None,
+        started: float,
+        stream_task_id: str | None = None,
     ) -> ModelCommand:
         candidates = routes(self.providers, request.tier, self._available)
         if not candidates:
@@ -281,7 +293,9 @@ class LlmGateway:
                 async for attempt in retrying:
                     with attempt:
                         attempts += 1
-                        response = await self._attempt(request, messages_json, route)
+                        response = await self._attempt(
+                            request, messages_json, route, attempts, stream_task_id
+                        )
             except _AttemptFailed as exc:  # the breaker refused this provider before any attempt
                 errors.append(f"{route.provider.name}: {exc}")
                 continue
@@ -297,7 +311,12 @@ class LlmGateway:
         return self._failure(request, error_type, "all providers failed: " + "; ".join(errors), started)
 
     async def _attempt(
-        self, request: LlmCallRequested, messages_json: str, route: Route
+        self,
+        request: LlmCallRequested,
+        messages_json: str,
+        route: Route,
+        attempt: int,
+        stream_task_id: str | None,
     ) -> RecordModelResponse | RecordModelFailure:
         name = route.provider.name
         allowed, self.breakers[name] = allow(self.breakers[name], self._clock(), self._policy)
@@ -305,7 +324,10 @@ class LlmGateway:
             raise _AttemptFailed(f"circuit breaker {self.breakers[name].status.value}")
         sent = time.perf_counter()
         try:
-            body = await self._post(request, messages_json, route)
+            if stream_task_id is None:
+                body = await self._post(request, messages_json, route)
+            else:
+                body = await self._post_streamed(request, messages_json, route, attempt, stream_task_id)
             try:
                 parsed = _parse_completion(request.idempotency_key, body, (time.perf_counter() - sent) * 1000)
             except (ValueError, LookupError, TypeError) as exc:
@@ -335,6 +357,34 @@ class LlmGateway:
             content=self._body(request, messages_json, route.model),
             options={"headers": {"Content-Type": JSON, "Idempotency-Key": request.idempotency_key}},
         )
+
+    async def _post_streamed(
+        self, request: LlmCallRequested, messages_json: str, route: Route, attempt: int, task_id: str
+    ) -> str:
+        """:meth:`_post` as a stream: each content delta is published as it arrives; the chunks are
+        folded into the equivalent complete response body, which is what is recorded."""
+        stream = await self._clients[route.provider.name].post(
+            "/chat/completions",
+            cast_to=dict[str, Any],
+            content=self._body(request, messages_json, route.model, stream=True),
+            options={"headers": {"Content-Type": JSON, "Idempotency-Key": request.idempotency_key}},
+            stream=True,
+            stream_cls=AsyncStream[dict[str, Any]],
+        )
+        chunks: list[dict[str, Any]] = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            for choice in chunk.get("choices") or ():
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    await self._tokens.publish(
+                        task_id, {"step": request.step, "attempt": attempt, "delta": delta}
+                    )
+        await self._tokens.publish(task_id, {"step": request.step, "attempt": attempt, "done": True})
+        try:
+            return json.dumps(fold_chunks(chunks))
+        except ValueError as exc:
+            raise MalformedResponse(str(exc)) from exc
 
     async def _answered(
         self,
@@ -375,7 +425,7 @@ class LlmGateway:
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def _body(self, request: LlmCallRequested, messages_json: str, model: str) -> bytes:
+    def _body(self, request: LlmCallRequested, messages_json: str, model: str, stream: bool = False) -> bytes:
         tools = tuple(request.tools)
         if tools not in self._tool_specs:
             specs = [get_tool(name).openai_spec() for name in tools]
@@ -383,9 +433,10 @@ class LlmGateway:
         response_format = (
             f',"response_format":{request.response_format_json}' if request.response_format_json else ""
         )
+        streaming = ',"stream":true,"stream_options":{"include_usage":true}' if stream else ""
         return (
             f'{{"model":{json.dumps(model)},"messages":{messages_json}'
-            f"{self._tool_specs[tools]}{response_format}}}"
+            f"{self._tool_specs[tools]}{response_format}{streaming}}}"
         ).encode()
 
 

@@ -24,6 +24,7 @@ from processors.llm.breaker import BreakerStatus
 from processors.llm.budget import BudgetLedger, BudgetLedgerUnavailable
 from processors.llm.gateway import GatewaySettings, LlmGateway, OrgBudget
 from processors.llm.providers import Providers
+from processors.llm.streaming import channel
 from processors.task.decider import RecordModelFailure, RecordModelResponse
 from schemas.events import CacheKind, LlmCallRequested, ModelTier
 from streams.settings import Settings
@@ -49,7 +50,6 @@ class ScriptedServer:
             lifespan="off",
             loop="asyncio",
             interface="asgi3",
-            http="httptools",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -84,6 +84,9 @@ class ScriptedServer:
         self.requests.append(request)
         if step == "slow":
             await asyncio.sleep(2)
+        if step not in ("500", "400") and request.get("stream"):
+            await self._stream(request, send)
+            return
         status, payload = {
             "500": (500, {"error": {"message": "scripted outage", "type": "server_error"}}),
             "400": (400, {"error": {"message": "scripted bad request", "type": "invalid_request_error"}}),
@@ -92,6 +95,47 @@ class ScriptedServer:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, request: dict[str, Any], send: Any) -> None:
+        """The answer as server-sent ``chat.completion.chunk`` events, usage in the last one."""
+        text = self._completion(request)["choices"][0]["message"]["content"]
+        words = text.split(" ")
+        base = {
+            "id": "chatcmpl-stream",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": request["model"],
+        }
+        chunks = [
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                ],
+            },
+            *(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"content": w if i == 0 else " " + w}, "finish_reason": None}
+                    ],
+                }
+                for i, w in enumerate(words)
+            ),
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**base, "choices": [], "usage": USAGE},
+        ]
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for chunk in chunks:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"data: {json.dumps(chunk)}\n\n".encode(),
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
         user = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
@@ -399,3 +443,41 @@ async def test_the_ledger_fails_closed_when_redis_is_down() -> None:
             await BudgetLedger(redis).reserve("acme", date(2026, 11, 22), "k", 0.1, 1.0)
     finally:
         await redis.aclose()
+
+
+async def test_a_streamed_answer_is_published_token_by_token_and_recorded_whole(
+    stack: Settings, servers: Any
+) -> None:
+    flaky, healthy = servers
+    flaky.reset("ok")
+    healthy.reset("ok")
+    gateway = _gateway(stack, servers, cache_enabled=False)
+    task_id = f"task-{uuid.uuid4().hex}"
+    listener = Redis.from_url(stack.redis_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(channel(task_id))
+    try:
+        command = await gateway.complete(*_request(_unique("Stream me")), stream_task_id=task_id)
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5
+        while not messages or not messages[-1].get("done"):
+            assert time.monotonic() < deadline, f"no end of stream after {messages}"
+            # None: the subscription's own confirmation, or nothing yet.
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None:
+                messages.append(json.loads(message["data"]))
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await gateway.close()
+    assert isinstance(command, RecordModelResponse), command
+    assert flaky.requests[0]["stream"] is True
+    deltas = [m["delta"] for m in messages if "delta" in m]
+    assert len(deltas) > 3 and "".join(deltas) == command.content
+    assert {(m["step"], m["attempt"]) for m in messages} == {(1, 1)}
+    assert (command.prompt_tokens, command.completion_tokens, command.finish_reason) == (1000, 500, "stop")
+    recorded = json.loads(command.response_json)
+    assert (
+        recorded["object"] == "chat.completion"
+        and recorded["choices"][0]["message"]["content"] == command.content
+    )
