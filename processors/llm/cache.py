@@ -7,7 +7,9 @@ identical, so the same next step is as valid as it was the first time.
 Semantic: only for a conversation's first turn (system and user messages only) and only answers
 without tool calls. The user text is embedded with the local model (:mod:`processors.llm.embedding`)
 and compared by cosine with the entries of its scope (tier + tools + response format + system
-prompt); a hit needs cosine >= ``threshold``. Later turns are excluded because the last user
+prompt + the numbers in the user text); a hit needs cosine >= ``threshold``. Numbers are part of
+the scope because a static embedding barely sees them: "Convert 5 miles to km" and "Convert 6
+miles to km" embed at cosine 0.952, yet their answers differ. Later turns are excluded because the last user
 message no longer determines the answer (a tool result or earlier answer does); tool-call answers
 because their arguments are copied from the exact wording ("17 * 23" and "17 * 24" are close
 neighbours, their tool calls are not interchangeable).
@@ -26,6 +28,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,8 @@ from processors.llm.embedding import MODEL_NAME, TextEmbedder
 from schemas.events import CacheKind, ModelTier
 
 log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 class CachedAnswer(BaseModel):
@@ -76,7 +81,9 @@ def probe_for(
     if not users or not roles <= {"system", "user"}:
         return CacheProbe(exact, None, None)
     system = json.dumps([m.get("content") for m in messages if m.get("role") == "system"])
-    return CacheProbe(exact, _digest("semantic", MODEL_NAME, head, system), "\n".join(users))
+    text = "\n".join(users)
+    numbers = json.dumps(_NUMBER.findall(text))
+    return CacheProbe(exact, _digest("semantic", MODEL_NAME, head, system, numbers), text)
 
 
 class PromptCache:
@@ -106,11 +113,18 @@ class PromptCache:
     async def lookup(self, probe: CacheProbe) -> tuple[CacheKind, CachedAnswer] | None:
         """The cached answer for ``probe``: exact first, then semantic; None on a miss."""
         try:
-            raw = await self._redis.get(f"{self._prefix}:exact:{probe.exact_key}")
-            if raw is not None:
+            # One round trip for the exact key and the semantic scope's live entry ids.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(f"{self._prefix}:exact:{probe.exact_key}")
+                if probe.semantic_scope is not None:
+                    index = f"{self._prefix}:sem:{probe.semantic_scope}"
+                    pipe.zremrangebyscore(index, "-inf", self._clock())
+                    pipe.zrange(index, 0, -1)
+                replies = await pipe.execute()
+            if replies[0] is not None:
                 self._recovered()
-                return CacheKind.EXACT, CachedAnswer.model_validate_json(raw)
-            hit = await self._semantic_lookup(probe)
+                return CacheKind.EXACT, CachedAnswer.model_validate_json(replies[0])
+            hit = await self._semantic_lookup(probe, replies[2] if len(replies) == 3 else [])
             self._recovered()
         except RedisError as exc:
             self._failed(exc)
@@ -130,16 +144,10 @@ class PromptCache:
         except RedisError as exc:
             self._failed(exc)
 
-    async def _semantic_lookup(self, probe: CacheProbe) -> CachedAnswer | None:
-        if probe.semantic_scope is None or probe.semantic_text is None:
+    async def _semantic_lookup(self, probe: CacheProbe, ids: list[bytes]) -> CachedAnswer | None:
+        if not ids or probe.semantic_scope is None or probe.semantic_text is None:
             return None
         index = f"{self._prefix}:sem:{probe.semantic_scope}"
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(index, "-inf", self._clock())
-            pipe.zrange(index, 0, -1)
-            _, ids = await pipe.execute()
-        if not ids:
-            return None
         entries = await self._redis.mget([f"{index}:{i.decode()}" for i in ids])
         live = [orjson.loads(e) for e in entries if e is not None]
         if not live:

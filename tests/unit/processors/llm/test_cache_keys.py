@@ -34,6 +34,16 @@ def test_a_first_turn_is_eligible_for_semantic_hits_scoped_by_system_prompt() ->
     assert other_user.semantic_scope == probe.semantic_scope
 
 
+def test_texts_with_different_numbers_never_share_a_semantic_scope() -> None:
+    def scope(text: str) -> str | None:
+        return probe_for(
+            ModelTier.SMALL, [], None, json.dumps([{"role": "user", "content": text}])
+        ).semantic_scope
+
+    assert scope("Convert 5 miles to km") != scope("Convert 6 miles to km")
+    assert scope("Convert 5 miles to km") == scope("convert 5 miles into km")
+
+
 def test_a_later_turn_is_exact_only() -> None:
     later = json.dumps(
         [
