@@ -38,7 +38,7 @@ from processors.llm.providers import (
     Providers,
     load_providers,
 )
-from processors.llm.routing import MalformedResponse, Route, is_retryable, routes
+from processors.llm.routing import MalformedResponse, NoProviderForTier, Route, is_retryable, routes
 from processors.llm.streaming import TokenPublisher, fold_chunks
 from processors.task.decider import RecordModelFailure, RecordModelResponse, ToolCall
 from processors.tools.registry import get_tool
@@ -212,7 +212,10 @@ class LlmGateway:
         hit = await self._cached(request, probe, started)
         if hit is not None:
             return BudgetedCall(None, hit)
-        candidates = routes(self.providers, request.tier, lambda _: True)
+        try:
+            candidates = routes(self.providers, request.tier, lambda _: True)
+        except NoProviderForTier as exc:
+            return BudgetedCall(None, self._failure(request, type(exc).__name__, str(exc), started))
         estimate = estimate_usd(
             candidates[0].price, len(messages_json), self.settings.budget_completion_tokens
         )
@@ -264,7 +267,10 @@ class LlmGateway:
         started: float,
         stream_task_id: str | None = None,
     ) -> ModelCommand:
-        candidates = routes(self.providers, request.tier, self._available)
+        try:
+            candidates = routes(self.providers, request.tier, self._available)
+        except NoProviderForTier as exc:
+            return self._failure(request, type(exc).__name__, str(exc), started)
         if not candidates:
             return self._failure(
                 request,
@@ -297,6 +303,7 @@ class LlmGateway:
                             request, messages_json, route, attempts, stream_task_id
                         )
             except _AttemptFailed as exc:  # the breaker refused this provider before any attempt
+                attempts -= 1  # nothing was sent: attempts count requests
                 errors.append(f"{route.provider.name}: {exc}")
                 continue
             except (openai.OpenAIError, MalformedResponse) as exc:

@@ -481,3 +481,14 @@ async def test_a_streamed_answer_is_published_token_by_token_and_recorded_whole(
         recorded["object"] == "chat.completion"
         and recorded["choices"][0]["message"]["content"] == command.content
     )
+
+
+async def test_a_tier_no_provider_serves_is_a_failure_command(stack: Settings, servers: Any) -> None:
+    gateway = _gateway(stack, servers, cache_enabled=False)
+    request, messages = _request(_unique("Large question"))
+    try:
+        command = await gateway.complete(request.model_copy(update={"tier": ModelTier.LARGE}), messages)
+    finally:
+        await gateway.close()
+    assert isinstance(command, RecordModelFailure)
+    assert command.error_type == "NoProviderForTier" and "LARGE" in command.error
