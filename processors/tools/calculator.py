@@ -11,12 +11,14 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from processors.tools.contract import ToolError, pure_tool
+
 MAX_EXPRESSION_LENGTH = 500
 MAX_EXPONENT = 1000
 MAX_MAGNITUDE = 10**100
 
 
-class CalculatorError(ValueError):
+class CalculatorError(ToolError, ValueError):
     """The expression is not plain arithmetic, or its value is out of bounds."""
 
 
@@ -70,6 +72,8 @@ def _eval(node: ast.AST) -> int | float:
             return _bounded(_BINARY[type(node.op)](left, right))
         except ZeroDivisionError as exc:
             raise CalculatorError("division by zero") from exc
+        except OverflowError as exc:  # float arithmetic, e.g. 10.0 ** 999
+            raise CalculatorError("result out of range") from exc
     raise CalculatorError(
         f"unsupported element {ast.dump(node)[:80]!r}: only numbers and arithmetic operators"
     )
@@ -90,3 +94,6 @@ def run(arguments: dict[str, Any]) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
+
+
+TOOL = pure_tool("calculator", DESCRIPTION, PARAMETERS, run)
