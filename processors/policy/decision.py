@@ -46,5 +46,5 @@ class PolicyDecision(BaseModel):
     rule: str = Field(description="@id of the deciding rule, or one of the engine's own rule ids.")
     reason: str = Field(description="Why, for the event, the model and the reviewer.")
     matched_rules: tuple[str, ...] = Field(
-        default=(), description="Every rule whose conditions held, the deciding one included."
+        default=(), description="The rules whose conditions held, in file order."
     )

@@ -27,6 +27,7 @@ from processors.policy.decision import (
 from processors.policy.policy_file import PolicyFile, PolicyFileError, Rule
 
 # cedarpy reports a policy that failed to evaluate as "error while evaluating policy `<id>`: ...".
+# An error in any other shape (say a future wording) is treated as a request error: still a denial.
 _POLICY_ERROR = re.compile(r"^error while evaluating policy `(?P<id>[^`]+)`: (?P<message>.*)$", re.DOTALL)
 
 

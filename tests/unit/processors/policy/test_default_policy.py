@@ -27,32 +27,45 @@ CASES: list[tuple[str | None, str, dict[str, Any], PolicyEffect, str]] = [
     ("viewer", "python", {"code": "print(1)"}, APPROVAL, "python-viewers-approval"),
     ("guest", "python", {"code": "print(1)"}, DENY, "default-deny"),
     (None, "python", {"code": "print(1)"}, DENY, "default-deny"),
-    # file_read: the three roles, inside the workspace only
-    ("viewer", "file_read", {"path": "notes/a.txt"}, ALLOW, "file-read-members"),
-    ("admin", "file_read", {"path": "a..b.txt"}, ALLOW, "file-read-members"),
-    ("guest", "file_read", {"path": "notes/a.txt"}, DENY, "default-deny"),
-    ("admin", "file_read", {"path": "/etc/passwd"}, DENY, "workspace-relative-paths"),
-    ("admin", "file_read", {"path": ".."}, DENY, "workspace-relative-paths"),
-    ("admin", "file_read", {"path": "../secrets"}, DENY, "workspace-relative-paths"),
-    ("admin", "file_read", {"path": "a/../../b"}, DENY, "workspace-relative-paths"),
-    ("admin", "file_read", {"path": "a/.."}, DENY, "workspace-relative-paths"),
+    # read_file: the three roles, inside the workspace only
+    ("viewer", "read_file", {"path": "notes/a.txt"}, ALLOW, "read-file-members"),
+    ("admin", "read_file", {"path": "a..b.txt"}, ALLOW, "read-file-members"),
+    ("guest", "read_file", {"path": "notes/a.txt"}, DENY, "default-deny"),
+    ("admin", "read_file", {"path": "/etc/passwd"}, DENY, "workspace-relative-paths"),
+    ("admin", "read_file", {"path": ".."}, DENY, "workspace-relative-paths"),
+    ("admin", "read_file", {"path": "../secrets"}, DENY, "workspace-relative-paths"),
+    ("admin", "read_file", {"path": "a/../../b"}, DENY, "workspace-relative-paths"),
+    ("admin", "read_file", {"path": "a/.."}, DENY, "workspace-relative-paths"),
     # a path that is not a string cannot be checked: the forbid fails closed
-    ("admin", "file_read", {"path": 7}, DENY, "workspace-relative-paths"),
-    # file_write: operators and admins; a viewer needs approval; the path guardrail beats approval
-    ("operator", "file_write", {"path": "out.txt", "content": "x"}, ALLOW, "file-write-operators"),
-    ("admin", "file_write", {"path": "out.txt", "content": "x"}, ALLOW, "file-write-operators"),
-    ("viewer", "file_write", {"path": "out.txt", "content": "x"}, APPROVAL, "file-write-viewers-approval"),
-    ("viewer", "file_write", {"path": "../out.txt", "content": "x"}, DENY, "workspace-relative-paths"),
-    ("guest", "file_write", {"path": "out.txt", "content": "x"}, DENY, "default-deny"),
-    # read-model query: the three roles, own org only
-    ("viewer", "read_model_query", {"status": "completed"}, ALLOW, "read-model-query-members"),
-    ("viewer", "read_model_query", {"org_id": "acme"}, ALLOW, "read-model-query-members"),
-    ("admin", "read_model_query", {"org_id": "globex"}, DENY, "own-org-only"),
-    ("admin", "read_model_query", {"org_id": 1}, DENY, "own-org-only"),
-    # http_fetch: no host is trusted by default; malformed URLs are refused outright
-    ("admin", "http_fetch", {"url": "https://docs.python.org/3/"}, DENY, "default-deny"),
+    ("admin", "read_file", {"path": 7}, DENY, "workspace-relative-paths"),
+    # write_file: operators and admins; a viewer needs approval; the path guardrail beats approval
+    ("operator", "write_file", {"path": "out.txt", "content": "x"}, ALLOW, "write-file-operators"),
+    ("admin", "write_file", {"path": "out.txt", "content": "x"}, ALLOW, "write-file-operators"),
+    ("viewer", "write_file", {"path": "out.txt", "content": "x"}, APPROVAL, "write-file-viewers-approval"),
+    ("viewer", "write_file", {"path": "../out.txt", "content": "x"}, DENY, "workspace-relative-paths"),
+    ("guest", "write_file", {"path": "out.txt", "content": "x"}, DENY, "default-deny"),
+    # read_model: the three roles, own org only
+    ("viewer", "read_model", {"view": "task"}, ALLOW, "read-model-members"),
+    ("viewer", "read_model", {"view": "task", "org_id": "acme"}, ALLOW, "read-model-members"),
+    ("admin", "read_model", {"view": "task", "org_id": "globex"}, DENY, "own-org-only"),
+    ("admin", "read_model", {"view": "task", "org_id": 1}, DENY, "own-org-only"),
+    ("guest", "read_model", {"view": "task"}, DENY, "default-deny"),
+    # http_fetch: operators and admins (the deployment's allow-list bounds the hosts); a viewer
+    # needs approval; anything but a plain http(s) URL is refused outright
+    ("operator", "http_fetch", {"url": "https://docs.python.org/3/"}, ALLOW, "http-fetch-operators"),
+    ("admin", "http_fetch", {"url": "http://docs.python.org/3/"}, ALLOW, "http-fetch-operators"),
+    ("viewer", "http_fetch", {"url": "https://docs.python.org/3/"}, APPROVAL, "http-fetch-viewers-approval"),
+    ("guest", "http_fetch", {"url": "https://docs.python.org/3/"}, DENY, "default-deny"),
     ("admin", "http_fetch", {"url": "file:///etc/passwd"}, DENY, "http-fetch-plain-url"),
     ("admin", "http_fetch", {"url": "https://user:pw@docs.python.org/"}, DENY, "http-fetch-plain-url"),
+    (
+        "viewer",
+        "http_fetch",
+        {"url": "https://docs.python.org\\@evil.example/"},
+        DENY,
+        "http-fetch-plain-url",
+    ),
+    ("admin", "http_fetch", {"url": 7}, DENY, "http-fetch-plain-url"),
     ("admin", "http_fetch", {}, DENY, "http-fetch-plain-url"),
     # unknown tools are denied for every role
     ("admin", "shell", {"command": "ls"}, DENY, "default-deny"),
@@ -102,15 +115,15 @@ def test_a_rule_with_a_reason_annotation_gives_it() -> None:
 
 
 def test_a_forbid_that_fails_to_evaluate_says_so() -> None:
-    decision = load_engine().decide(request("admin", "file_read", {"path": 7}))
+    decision = load_engine().decide(request("admin", "read_file", {"path": 7}))
 
     assert decision.reason.startswith("forbid rule 'workspace-relative-paths' could not be evaluated")
     assert "expected string" in decision.reason
     # The permit still held; it is the forbid's failure that denied.
-    assert decision.matched_rules == ("file-read-members",)
+    assert decision.matched_rules == ("read-file-members",)
 
 
 def test_a_caller_without_a_role_is_told_so() -> None:
-    decision = load_engine().decide(request(None, "file_read", {"path": "a"}))
+    decision = load_engine().decide(request(None, "read_file", {"path": "a"}))
 
-    assert decision.reason == "no rule permits tool 'file_read' for a caller without a role in org 'acme'"
+    assert decision.reason == "no rule permits tool 'read_file' for a caller without a role in org 'acme'"

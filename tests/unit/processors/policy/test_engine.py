@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from processors.policy.decision import PolicyEffect
+from processors.policy.engine import verdict
 from processors.policy.loader import default_policy
 from processors.policy.policy_file import PolicyFileError
 from tests.unit.processors.policy.helpers import engine, request, with_default
@@ -134,70 +135,94 @@ def test_principal_org_and_task_are_visible_to_policies() -> None:
     assert engine(policy).decide(globex).effect == PolicyEffect.DENY
 
 
-HTTP_OVERRIDE = """
-@id("acme-http-docs")
-@reason("acme trusts the Python docs and its own hosts")
-permit (principal, action == Action::"call", resource == Tool::"http_fetch")
-when { context.urls.url.host == "docs.python.org" || context.urls.url.host like "*.acme.example" };
+ACME = """
+@id("acme-http-hosts")
+@reason("acme fetches only from the Python docs and its own hosts")
+forbid (principal, action, resource == Tool::"http_fetch")
+unless { context.urls.url.host == "docs.python.org" || context.urls.url.host like "*.acme.example" };
 
 @id("acme-no-python-for-viewers")
 forbid (principal in Role::"viewer", action, resource == Tool::"python");
+
+@id("acme-shell-admins")
+permit (principal in Role::"admin", action == Action::"call", resource == Tool::"shell");
 """
-
-
 ALLOW, DENY, APPROVAL = PolicyEffect.ALLOW, PolicyEffect.DENY, PolicyEffect.REQUIRE_APPROVAL
 
 
 @pytest.mark.parametrize(
     ("org", "url", "effect", "rule"),
     [
-        ("acme", "https://docs.python.org/3/", ALLOW, "acme-http-docs"),
-        ("acme", "https://DOCS.python.org./x", ALLOW, "acme-http-docs"),
-        ("acme", "http://api.acme.example:8080/v1", ALLOW, "acme-http-docs"),
-        ("acme", "https://evil.example/?docs.python.org", DENY, "default-deny"),
-        ("acme", "https://docs.python.org.evil.example/", DENY, "default-deny"),
+        ("acme", "https://docs.python.org/3/", ALLOW, "http-fetch-operators"),
+        ("acme", "https://DOCS.python.org./x", ALLOW, "http-fetch-operators"),
+        ("acme", "http://api.acme.example:8080/v1", ALLOW, "http-fetch-operators"),
+        ("acme", "https://evil.example/?docs.python.org", DENY, "acme-http-hosts"),
+        ("acme", "https://docs.python.org.evil.example/", DENY, "acme-http-hosts"),
         # the override adds to the default: the default's guardrails still hold
         ("acme", "ftp://docs.python.org/", DENY, "http-fetch-plain-url"),
         ("acme", "https://x@docs.python.org/", DENY, "http-fetch-plain-url"),
-        # tenant isolation: acme's allow-list does not reach globex
-        ("globex", "https://docs.python.org/3/", DENY, "default-deny"),
+        # tenant isolation: acme's host list does not reach globex
+        ("globex", "https://evil.example/", ALLOW, "http-fetch-operators"),
     ],
 )
-def test_an_org_allow_lists_hosts_for_itself(org: str, url: str, effect: PolicyEffect, rule: str) -> None:
-    policies = with_default({"acme": HTTP_OVERRIDE})
+def test_an_org_narrows_hosts_for_itself(org: str, url: str, effect: PolicyEffect, rule: str) -> None:
+    policies = with_default({"acme": ACME})
 
-    decision = policies.decide(request("viewer", "http_fetch", {"url": url}, org=org))
+    decision = policies.decide(request("operator", "http_fetch", {"url": url}, org=org))
 
     assert (decision.effect, decision.rule) == (effect, rule), decision.reason
 
 
 @pytest.mark.parametrize(
-    ("org", "role", "effect", "rule"),
+    ("org", "role", "tool", "effect", "rule"),
     [
-        ("acme", "viewer", DENY, "acme-no-python-for-viewers"),
-        ("acme", "operator", ALLOW, "python-operators"),
-        ("globex", "viewer", APPROVAL, "python-viewers-approval"),
+        ("acme", "viewer", "python", DENY, "acme-no-python-for-viewers"),
+        ("acme", "operator", "python", ALLOW, "python-operators"),
+        ("acme", "admin", "shell", ALLOW, "acme-shell-admins"),
+        ("acme", "operator", "shell", DENY, "default-deny"),
+        ("globex", "viewer", "python", APPROVAL, "python-viewers-approval"),
+        ("globex", "admin", "shell", DENY, "default-deny"),
     ],
 )
-def test_an_org_forbid_tightens_the_default_for_itself(
-    org: str, role: str, effect: PolicyEffect, rule: str
+def test_an_org_tightens_and_extends_the_default_for_itself(
+    org: str, role: str, tool: str, effect: PolicyEffect, rule: str
 ) -> None:
-    policies = with_default({"acme": HTTP_OVERRIDE})
+    policies = with_default({"acme": ACME})
 
-    decision = policies.decide(request(role, "python", {"code": "1"}, org=org))
+    decision = policies.decide(request(role, tool, {"code": "1"}, org=org))
 
     assert (decision.effect, decision.rule) == (effect, rule), decision.reason
 
 
+def test_an_org_cannot_lift_a_default_guardrail() -> None:
+    lift = '@id("acme-anything") permit (principal, action, resource);'
+    policies = with_default({"acme": lift})
+
+    decision = policies.decide(request("admin", "read_file", {"path": "../../etc/passwd"}))
+
+    assert (decision.effect, decision.rule) == (DENY, "workspace-relative-paths")
+
+
+def test_an_org_cannot_lift_a_default_approval_with_a_plain_permit() -> None:
+    lift = '@id("acme-viewers-python") permit (principal, action, resource == Tool::"python");'
+    policies = with_default({"acme": lift})
+
+    decision = policies.decide(request("viewer", "python", {"code": "1"}))
+
+    assert (decision.effect, decision.rule) == (APPROVAL, "python-viewers-approval")
+    assert decision.matched_rules == ("python-viewers-approval", "acme-viewers-python")
+
+
 def test_each_org_sees_the_default_rules_then_only_its_own() -> None:
     lockdown = '@id("g") forbid (principal, action, resource);'
-    policies = with_default({"acme": HTTP_OVERRIDE, "globex": lockdown})
+    policies = with_default({"acme": ACME, "globex": lockdown})
     default_ids = [rule.id for rule in default_policy().rules]
 
     assert [rule.id for rule in policies.rules_for("acme")] == [
         *default_ids,
-        "acme-http-docs",
+        "acme-http-hosts",
         "acme-no-python-for-viewers",
+        "acme-shell-admins",
     ]
     assert [rule.id for rule in policies.rules_for("globex")] == [*default_ids, "g"]
     assert [rule.id for rule in policies.rules_for("initech")] == default_ids
@@ -220,3 +245,14 @@ def test_two_orgs_may_use_the_same_rule_id() -> None:
     assert policies.decide(request("viewer", "search", org="acme")).rule == "local"
     assert policies.decide(request("viewer", "search", org="globex")).rule == "local"
     assert policies.decide(request("viewer", "search", org="initech")).rule == "default-deny"
+
+
+def test_an_error_cedar_reports_in_an_unknown_shape_denies() -> None:
+    rules = {rule.id: rule for rule in default_policy().rules}
+
+    decision = verdict(
+        request("admin", "calculator"), rules, ["calculator-everyone"], ["failed to build request"]
+    )
+
+    assert (decision.effect, decision.rule) == (DENY, "invalid-request")
+    assert decision.reason == "failed to build request"

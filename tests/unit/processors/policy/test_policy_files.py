@@ -107,17 +107,20 @@ def test_load_fails_on_a_missing_directory(tmp_path: Path) -> None:
 
 def test_check_evaluates_a_json_request_against_the_files(tmp_path: Path) -> None:
     (tmp_path / "acme.cedar").write_text(
-        '@id("acme-http") permit (principal, action == Action::"call", resource == Tool::"http_fetch")\n'
-        'when { context.urls.url.host == "docs.python.org" };\n'
+        '@id("acme-http-hosts") forbid (principal, action, resource == Tool::"http_fetch")\n'
+        'unless { context.urls.url.host == "docs.python.org" };\n'
     )
     body = (
-        '{"org_id": "acme", "user_id": "alice", "role": "viewer", "tool": "http_fetch",'
-        ' "arguments": {"url": "https://docs.python.org/3/"}, "task_id": "t-1"}'
+        '{"org_id": "acme", "user_id": "alice", "role": "operator", "tool": "http_fetch",'
+        ' "arguments": {"url": "https://evil.example/"}, "task_id": "t-1"}'
     )
 
-    assert check_request(body, tmp_path).rule == "acme-http"
-    assert check_request(body).rule == "default-deny"
-    assert check_request(body.replace('"acme"', '"globex"'), tmp_path).effect == PolicyEffect.DENY
+    assert (check_request(body, tmp_path).effect, check_request(body, tmp_path).rule) == (
+        PolicyEffect.DENY,
+        "acme-http-hosts",
+    )
+    assert check_request(body).rule == "http-fetch-operators"
+    assert check_request(body.replace('"acme"', '"globex"'), tmp_path).rule == "http-fetch-operators"
 
 
 def test_check_names_each_bad_field() -> None:

@@ -18,7 +18,7 @@ permit (principal, action == Action::"call", resource == Tool::"http_fetch")
 when { context.urls.url.host == "docs.python.org" };
 
 @id("acme-limit")
-forbid (principal, action, resource == Tool::"read_model_query")
+forbid (principal, action, resource == Tool::"read_model")
 when { context.arguments has limit && context.arguments.limit > 100 };
 
 @id("acme-approve-everything-for-interns")
@@ -26,7 +26,7 @@ when { context.arguments has limit && context.arguments.limit > 100 };
 permit (principal in Role::"intern", action == Action::"call", resource);
 """
 ENGINE = with_default({"acme": ACME})
-KNOWN_TOOLS = ["calculator", "python", "file_read", "file_write", "read_model_query", "http_fetch"]
+KNOWN_TOOLS = ["calculator", "python", "read_file", "write_file", "read_model", "http_fetch"]
 ROLES = ["admin", "operator", "viewer", "intern", "guest"]
 
 json_values = st.recursive(
