@@ -1,6 +1,6 @@
 """The ``python`` tool: runs model-written code in a sandbox, and says which limit stopped it.
 
-Isolation (each layer holds without the others; see docs/tools.md):
+Isolation (see docs/tools.md, also for what it does not protect against):
 
 - **bubblewrap** (``bwrap``, Debian package ``bubblewrap``) starts the program in new network, PID,
   IPC, UTS and mount namespaces. The network namespace has only its own loopback, so no address
@@ -11,7 +11,8 @@ Isolation (each layer holds without the others; see docs/tools.md):
 - :mod:`processors.tools.sandbox_launcher` sets the rlimits (CPU, address space, file size,
   processes, open files), becomes an unprivileged uid of the task's own (so RLIMIT_NPROC counts
   only this task's processes, and the program holds no capability) and installs an audit hook that
-  refuses and reports network use and writes outside the workspace.
+  refuses and reports network use and writes outside the workspace. The hook names what the
+  program tried; the namespaces and the uid are what stop it, with or without the hook.
 - The wall-clock limit kills bubblewrap, whose namespace init takes every process of the program
   with it; when the program's first process ends, any it left behind end too.
 
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 SANDBOX_WORKSPACE = "/workspace"
 LAUNCHER_SOURCE = (Path(__file__).parent / "sandbox_launcher.py").read_text()
-SETUP_FAILED_EXIT = 125
 UID_SPAN = 2**30
 # After the wall-clock kill, how long the output pipes may take to close.
 DRAIN_SECONDS = 5.0
