@@ -44,6 +44,7 @@ from processors.task.decider import (
     Command,
     RecordModelFailure,
     RecordModelResponse,
+    RecordPolicyDecision,
     RecordToolResult,
     StartTask,
     TaskState,
@@ -180,7 +181,7 @@ def build_task(task_id: str, number: int, shape: TaskShape, *, started: datetime
         40,
     )
     for step in range(1, shape.steps + 1):
-        pending = state.pending_llm
+        pending = state.main.pending_llm
         if pending is None:
             raise AssertionError("no pending LLM call")
         if shape.outcome == "llm_error" and step == shape.steps:
@@ -219,7 +220,16 @@ def build_task(task_id: str, number: int, shape: TaskShape, *, started: datetime
             ),
             850,
         )
-        for i, request in enumerate(state.pending_tools):
+        requests = [call.request for call in state.main.tools]
+        for request in requests:
+            # The default policy's rule for the calculator, as the processor records it.
+            run(
+                RecordPolicyDecision(
+                    idempotency_key=request.idempotency_key, effect="allow", rule="calculator-everyone"
+                ),
+                0,
+            )
+        for i, request in enumerate(requests):
             failing = shape.outcome == "tool_error" and step == 1 and i == 0
             run(
                 RecordToolResult(
@@ -231,7 +241,7 @@ def build_task(task_id: str, number: int, shape: TaskShape, *, started: datetime
                 ),
                 2,
             )
-    pending = state.pending_llm
+    pending = state.main.pending_llm
     if pending is None:
         raise AssertionError("no pending LLM call for the final answer")
     answer = f"({a} + {b}) * {c} = {(a + b) * c}. I used the calculator for each step."
@@ -267,13 +277,11 @@ SHAPES: tuple[TaskShape, ...] = (
 def long_task(task_id: str, events: int, *, started: datetime) -> list[tuple[Event, bytes]]:
     """The first ``events`` events of one long-running task (a valid prefix: a task still in flight).
 
-    Every ``LlmCallRequested`` carries the whole conversation so far (processors/task/decider.py), so
-    a history's bytes grow with the square of its length; 50 parallel tool calls per step (short
-    call ids) keep a 10,000-event history at ~100 steps and every event under Kafka's 1 MB default
-    record limit.
+    50 parallel tool calls per step (short call ids) keep a 10,000-event history at ~70 steps, so the
+    fold exercises wide steps as well as long conversations.
     """
     tools = 50
-    steps = events // (2 * tools + 2) + 1
+    steps = events // (3 * tools + 2) + 1
     history = build_task(
         task_id,
         0,

@@ -157,3 +157,26 @@ class TaskQueries:
             if isinstance(row["payload"], str):
                 row["payload"] = json.loads(row["payload"])
         return rows
+
+    async def approvals(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's approvals, each with its decision if one was recorded (from the task's events).
+
+        Derived from ``task_events`` until the approvals read model of its own exists.
+        """
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "SELECT r.payload->>'approval_id' AS approval_id, r.payload->>'tool' AS tool,"
+                " r.payload->>'arguments_json' AS arguments_json, r.payload->>'rule' AS rule,"
+                " r.payload->>'reason' AS reason, r.occurred_at AS requested_at,"
+                " CASE d.event_type WHEN 'ApprovalGranted' THEN 'granted'"
+                "   WHEN 'ApprovalRejected' THEN 'rejected' ELSE 'pending' END AS status,"
+                " d.payload->>'decided_by' AS decided_by, d.payload->>'reason' AS decision_reason,"
+                " d.occurred_at AS decided_at"
+                " FROM task_events r LEFT JOIN task_events d ON d.task_id = r.task_id"
+                "   AND d.event_type IN ('ApprovalGranted', 'ApprovalRejected')"
+                "   AND d.payload->>'approval_id' = r.payload->>'approval_id'"
+                " WHERE r.task_id = %s AND r.event_type = 'ApprovalRequested' ORDER BY r.sequence",
+                (task_id,),
+            )
+            return await cursor.fetchall()

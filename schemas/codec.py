@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryClient, RegistryRejected, subject_for
+from schemas.requests import TaskRequest
 from schemas.serde import (
     decode_dead_letter,
     decode_event,
+    decode_request,
     encode_dead_letter,
     encode_event,
+    encode_request,
     frame,
+    is_request,
     schema_json,
     unframe,
 )
@@ -50,6 +54,17 @@ class EventCodec:
         """Decode a framed task event; raises on bad framing, unknown ids, unknown records, bad bodies."""
         schema_id, body = unframe(data)
         return decode_event(body, await self._writer_schema(schema_id))
+
+    async def encode_request(self, topic: str, request: TaskRequest) -> bytes:
+        return await self.encode_body(topic, request.fullname(), encode_request(request))
+
+    async def decode_record(self, data: bytes | None) -> Event | TaskRequest:
+        """Decode a record of the requests topic: a task event (a submission) or a request."""
+        schema_id, body = unframe(data)
+        writer = await self._writer_schema(schema_id)
+        if is_request(writer):
+            return decode_request(body, writer)
+        return await self.decode(data)
 
     async def decode_dead_letter(self, data: bytes | None) -> RecordDeadLettered:
         schema_id, body = unframe(data)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 NAMESPACE = "agentlog.events"
+
+# Avro's integer types are 32 and 64 bits: a model accepts only what its record can hold, so an
+# out-of-range value is a validation error naming the field, not an encoder crash.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 def _millisecond_utc(value: datetime | None) -> datetime | None:
@@ -71,7 +76,7 @@ class Envelope(BaseModel):
     task_id: str
     org_id: str
     user_id: str
-    sequence: int = Field(ge=0)
+    sequence: Annotated[int, Field(ge=0, le=2**63 - 1)]
     occurred_at: datetime
     causation_id: str | None = None
     correlation_id: str
@@ -115,12 +120,12 @@ class Subtask(BaseModel):
 class _Totals(Payload):
     """Usage totals carried by the events that end a task."""
 
-    steps: int
-    llm_calls: int
-    tool_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    steps: Int32
+    llm_calls: Int32
+    tool_calls: Int32
+    prompt_tokens: Int64
+    completion_tokens: Int64
+    total_tokens: Int64
     cost_usd: float = 0.0
 
 
@@ -132,7 +137,7 @@ class TaskSubmitted(Payload):
     session_id: str | None = None
     idempotency_key: str | None = None
     not_before: datetime | None = None
-    token_budget: int | None = None
+    token_budget: Int64 | None = None
     user_role: str | None = None
 
     _millis = field_validator("not_before")(_millisecond_utc)
@@ -142,11 +147,16 @@ class TaskAccepted(Payload):
     record_name: ClassVar[str] = "TaskAccepted"
     execution_mode: ExecutionMode
     complexity: float = 0.0
-    max_steps: int
+    max_steps: Int32
     provider: str
     model: str
     tier: ModelTier = ModelTier.MEDIUM
     offline: bool
+    tools: list[str] = Field(default_factory=list)
+    max_attempts: Int32 = 1
+    max_parallel: Int32 = 1
+    token_budget: Int64 | None = None
+    org_budget_usd: float | None = None
 
 
 class TaskRejected(Payload):
@@ -177,7 +187,7 @@ class PlanDecided(Payload):
     record_name: ClassVar[str] = "PlanDecided"
     execution_mode: ExecutionMode
     subtasks: list[Subtask]
-    max_parallel: int
+    max_parallel: Int32
     planner_idempotency_key: str | None = None
     rationale: str | None = None
 
@@ -205,37 +215,37 @@ class SubtaskFailed(Payload):
 class AgentStepStarted(Payload):
     record_name: ClassVar[str] = "AgentStepStarted"
     agent_id: str = MAIN_AGENT
-    step: int
+    step: Int32
     kind: StepKind
 
 
 class AgentStepFinished(Payload):
     record_name: ClassVar[str] = "AgentStepFinished"
     agent_id: str = MAIN_AGENT
-    step: int
+    step: Int32
     kind: StepKind
     outcome: str
 
 
 class LlmCallRequested(Payload):
     record_name: ClassVar[str] = "LlmCallRequested"
-    step: int
+    step: Int32
     agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
     model: str
     tier: ModelTier = ModelTier.MEDIUM
     messages_json: str
-    prompt_messages: int = 0
+    prompt_messages: Int32 = 0
     prompt_sha256: str | None = None
     tools: list[str] = Field(default_factory=list)
     response_format_json: str | None = None
-    attempt: int = 1
+    attempt: Int32 = 1
 
 
 class LlmCallCompleted(Payload):
     record_name: ClassVar[str] = "LlmCallCompleted"
-    step: int
+    step: Int32
     agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
@@ -244,21 +254,21 @@ class LlmCallCompleted(Payload):
     content: str | None = None
     tool_calls_json: str = "[]"
     finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    prompt_tokens: Int64
+    completion_tokens: Int64
+    total_tokens: Int64
     cost_usd: float = 0.0
     latency_ms: float
     cache_hit: bool = False
     cache_kind: CacheKind | None = None
-    attempt: int = 1
+    attempt: Int32 = 1
     offline: bool
     response_json: str
 
 
 class LlmCallFailed(Payload):
     record_name: ClassVar[str] = "LlmCallFailed"
-    step: int
+    step: Int32
     agent_id: str = MAIN_AGENT
     idempotency_key: str
     provider: str
@@ -267,7 +277,7 @@ class LlmCallFailed(Payload):
     error_type: str
     error: str
     latency_ms: float
-    attempt: int = 1
+    attempt: Int32 = 1
     retryable: bool = False
     next_attempt_at: datetime | None = None
 
@@ -277,7 +287,7 @@ class LlmCallFailed(Payload):
 class _ToolCallFact(Payload):
     """Fields every tool-call event carries: which call of which agent step."""
 
-    step: int
+    step: Int32
     agent_id: str = MAIN_AGENT
     idempotency_key: str
     tool_call_id: str
@@ -316,7 +326,7 @@ class ToolCallFailed(_ToolCallFact):
     error_type: str
     error: str
     latency_ms: float
-    attempt: int = 1
+    attempt: Int32 = 1
     retryable: bool = False
     next_attempt_at: datetime | None = None
 
@@ -326,7 +336,7 @@ class ToolCallFailed(_ToolCallFact):
 class ApprovalRequested(Payload):
     record_name: ClassVar[str] = "ApprovalRequested"
     approval_id: str
-    step: int
+    step: Int32
     agent_id: str = MAIN_AGENT
     idempotency_key: str
     tool_call_id: str
@@ -355,16 +365,16 @@ class _BudgetFact(Payload):
 
     scope: BudgetScope
     scope_id: str
-    used_tokens: int
+    used_tokens: Int64
     used_usd: float
-    limit_tokens: int | None = None
+    limit_tokens: Int64 | None = None
     limit_usd: float | None = None
 
 
 class BudgetReserved(_BudgetFact):
     record_name: ClassVar[str] = "BudgetReserved"
     idempotency_key: str
-    tokens: int
+    tokens: Int64
     cost_usd: float
 
 
@@ -376,14 +386,14 @@ class BudgetThresholdReached(_BudgetFact):
 class BudgetExceeded(_BudgetFact):
     record_name: ClassVar[str] = "BudgetExceeded"
     idempotency_key: str
-    requested_tokens: int
+    requested_tokens: Int64
     requested_usd: float
     action: str
 
 
 class CheckpointSaved(Payload):
     record_name: ClassVar[str] = "CheckpointSaved"
-    step: int
+    step: Int32
     status: str
     state_json: str
 
@@ -458,8 +468,8 @@ class RecordDeadLettered(BaseModel):
     dead_letter_id: UUID
     occurred_at: datetime
     source_topic: str
-    source_partition: int
-    source_offset: int
+    source_partition: Int32
+    source_offset: Int64
     key: bytes | None = None
     value: bytes | None = None
     headers: dict[str, str] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ import fastavro
 from fastavro.schema import load_schema
 
 from schemas.events import PAYLOAD_TYPES, Envelope, Event, Payload, RecordDeadLettered
+from schemas.requests import REQUEST_TYPES, TaskRequest
 
 AVRO_DIR = Path(__file__).parent / "avro"
 MAGIC_BYTE = 0
@@ -60,8 +61,9 @@ def _parsed_writer(schema_text: str) -> Any:
 
 
 def record_fullnames() -> list[str]:
-    """Every top-level event record agentlog defines (the envelope is a nested type, not an event)."""
-    return [*PAYLOAD_TYPES, RecordDeadLettered.fullname()]
+    """Every top-level record agentlog defines: the events, the dead-letter record and the requests
+    to running tasks (envelope and headers are nested types, not records of their own)."""
+    return [*PAYLOAD_TYPES, RecordDeadLettered.fullname(), *REQUEST_TYPES]
 
 
 def encode_payload(envelope: Envelope, payload: Payload) -> bytes:
@@ -121,6 +123,24 @@ def decode_event(body: bytes, writer_schema_text: str) -> Event:
 
 def decode_dead_letter(body: bytes, writer_schema_text: str) -> RecordDeadLettered:
     return RecordDeadLettered.model_validate(_read(body, writer_schema_text, RecordDeadLettered.fullname()))
+
+
+def encode_request(request: TaskRequest) -> bytes:
+    """The Avro body of a request to a running task (local schema)."""
+    return _write(request.fullname(), request.model_dump(mode="python"))
+
+
+def decode_request(body: bytes, writer_schema_text: str) -> TaskRequest:
+    """Decode a request written with ``writer_schema_text`` into its local model."""
+    fullname = writer_fullname(writer_schema_text)
+    request_type = REQUEST_TYPES.get(fullname)
+    if request_type is None:
+        raise UnknownRecordError(f"record {fullname!r} is not a task request known to this agentlog version")
+    return request_type.model_validate(_read(body, writer_schema_text, fullname))
+
+
+def is_request(writer_schema_text: str) -> bool:
+    return writer_fullname(writer_schema_text) in REQUEST_TYPES
 
 
 def _read(body: bytes, writer_schema_text: str, reader_fullname: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from schemas.events import PAYLOAD_TYPES
 from schemas.serde import parsed_schema, record_fullnames
 from streams.headers import CONTENT_TYPE, SPEC_VERSION
 from streams.settings import Settings
@@ -198,7 +199,11 @@ def _event_headers(fullname: str) -> dict[str, Any]:
         ],
         "properties": {
             "ce_specversion": {"type": "string", "const": SPEC_VERSION},
-            "ce_id": {"type": "string", "format": "uuid", "description": "The envelope's event_id."},
+            "ce_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "The envelope's event_id (a request's header.request_id).",
+            },
             "ce_type": {"type": "string", "const": fullname, "description": "The record's full name."},
             "ce_source": {
                 "type": "string",
@@ -208,7 +213,7 @@ def _event_headers(fullname: str) -> dict[str, Any]:
             "ce_time": {
                 "type": "string",
                 "format": "date-time",
-                "description": "The envelope's occurred_at (UTC, milliseconds).",
+                "description": "The envelope's occurred_at (a request's header.issued_at), UTC, in ms.",
             },
             "ce_subject": {"type": "string", "description": "The task id."},
             "content-type": {"type": "string", "const": CONTENT_TYPE},
@@ -254,6 +259,7 @@ def _avro_message(fullname: str) -> dict[str, Any]:
     }
     if not dead_letter:
         message["headers"] = _event_headers(fullname)
+    if fullname in PAYLOAD_TYPES:
         message["correlationId"] = {
             "description": "The task's correlation id, carried by every event of the task.",
             "location": "$message.payload#/envelope/correlation_id",

@@ -118,7 +118,7 @@ class ProjectionLoop:
         for tp, records in batch.items():
             for record in records:
                 try:
-                    event = await self._codec.decode(record.value)
+                    event = await self._codec.decode_record(record.value)
                 except RegistryUnavailable:
                     raise
                 except Exception as exc:
@@ -133,7 +133,10 @@ class ProjectionLoop:
                         consumer=self._group,
                     )
                 else:
-                    decoded.append(Decoded(event, record.topic, record.partition, record.offset))
+                    # A request to a running task is not part of its history: what it led to is
+                    # (TaskCancelled, ApprovalGranted ...), and that is what the read models show.
+                    if isinstance(event, Event):
+                        decoded.append(Decoded(event, record.topic, record.partition, record.offset))
             positions[tp] = records[-1].offset + 1
         await self._projector.write(decoded, positions)
         # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);

@@ -33,6 +33,10 @@ def create_app(settings: Settings, *, app_id: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         producer_acks=-1,
+        # A worker that dies is noticed within 10 s, so its partitions (and tasks) move on quickly
+        # (faust's default is 60 s); heartbeats every 3 s keep a live worker in the group.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         key_serializer="raw",
         value_serializer="raw",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from schemas.events import Event
+from schemas.requests import TaskRequest
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/avro"
@@ -15,14 +16,20 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def event_headers(event: Event, *, source: str, traceparent: str | None = None) -> list[tuple[str, bytes]]:
-    """``ce_*`` headers describing ``event``, plus ``traceparent`` (continued or newly started)."""
+def event_headers(
+    event: Event | TaskRequest, *, source: str, traceparent: str | None = None
+) -> list[tuple[str, bytes]]:
+    """``ce_*`` headers describing ``event`` (or a request), plus ``traceparent`` (continued or new)."""
+    if isinstance(event, TaskRequest):
+        ce_id, ce_type, at = event.header.request_id, event.fullname(), event.header.issued_at
+    else:
+        ce_id, ce_type, at = event.envelope.event_id, event.payload.fullname(), event.envelope.occurred_at
     values = {
         "ce_specversion": SPEC_VERSION,
-        "ce_id": str(event.envelope.event_id),
-        "ce_type": event.payload.fullname(),
+        "ce_id": str(ce_id),
+        "ce_type": ce_type,
         "ce_source": source,
-        "ce_time": event.envelope.occurred_at.isoformat().replace("+00:00", "Z"),
+        "ce_time": at.isoformat().replace("+00:00", "Z"),
         "ce_subject": event.task_id,
         "content-type": CONTENT_TYPE,
         "traceparent": traceparent or new_traceparent(),

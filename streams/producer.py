@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
+from schemas.requests import TaskRequest
 from streams.headers import event_headers, header_map
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER
@@ -81,6 +82,17 @@ class EventProducer:
                 )
             )
         await asyncio.gather(*futures)
+
+    async def send_request(self, topic: str, request: TaskRequest, *, traceparent: str | None = None) -> int:
+        """Send a request to a running task, keyed by its task id; the offset once acknowledged."""
+        value = await self._codec.encode_request(topic, request)
+        metadata = await self._producer.send_and_wait(
+            topic,
+            value=value,
+            key=request.task_id.encode(),
+            headers=event_headers(request, source=self._source, traceparent=traceparent),
+        )
+        return int(metadata.offset)
 
     async def dead_letter(
         self,

@@ -43,12 +43,22 @@ from schemas.events import (
     TaskSubmitted,
 )
 from schemas.registry.client import RegistryClient, subject_for
-from schemas.serde import decode_dead_letter, digest, encode_dead_letter, parsed_schema, schema_json, seal
+from schemas.requests import REQUEST_TYPES, TaskRequest
+from schemas.serde import (
+    decode_dead_letter,
+    decode_request,
+    digest,
+    encode_dead_letter,
+    encode_request,
+    parsed_schema,
+    schema_json,
+    seal,
+)
 from streams.headers import event_headers, header_map
 from streams.history import partition_for
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
-from streams.topics import CATALOGUE, REQUESTS, TASK_TOPICS, TopicSpec
+from streams.topics import CATALOGUE, TASK_TOPICS, TopicSpec
 
 SDK_PRODUCER = "agentlog-sdk"
 SDK_VERSION = importlib.metadata.version("agentlog")
@@ -89,7 +99,7 @@ class CatalogueEntry:
     """An event type some topic of the catalogue carries: its model, its topic, its schema's doc."""
 
     fullname: str
-    model: type[Payload] | type[RecordDeadLettered]
+    model: type[Payload] | type[RecordDeadLettered] | type[TaskRequest]
     topic: TopicSpec
     doc: str
 
@@ -105,7 +115,12 @@ class CatalogueEntry:
     @property
     def starts_task(self) -> bool:
         """True for a submission: the only event a system other than the processor starts a task with."""
-        return self.topic is REQUESTS
+        return self.fullname == TaskSubmitted.fullname()
+
+    @property
+    def is_request(self) -> bool:
+        """True for a request to a running task (cancellation, approval decision)."""
+        return self.fullname in REQUEST_TYPES
 
     @property
     def in_history(self) -> bool:
@@ -120,9 +135,10 @@ def event_types() -> list[CatalogueEntry]:
 
 @cache
 def _catalogue_entries() -> tuple[CatalogueEntry, ...]:
-    models: dict[str, type[Payload] | type[RecordDeadLettered]] = {
+    models: dict[str, type[Payload] | type[RecordDeadLettered] | type[TaskRequest]] = {
         **PAYLOAD_TYPES,
         RecordDeadLettered.fullname(): RecordDeadLettered,
+        **REQUEST_TYPES,
     }
     return tuple(
         CatalogueEntry(
@@ -154,25 +170,27 @@ class PreparedRecord:
     topic: str
     key: bytes
     body: bytes  # the Avro body (schemaless); the registry's schema id frames it on send
-    record: Event | RecordDeadLettered
+    record: Event | RecordDeadLettered | TaskRequest
 
     @property
     def record_id(self) -> uuid.UUID:
-        """The event id (a dead letter's ``dead_letter_id``)."""
+        """The event id (a dead letter's ``dead_letter_id``, a request's ``request_id``)."""
         if isinstance(self.record, Event):
             return self.record.envelope.event_id
+        if isinstance(self.record, TaskRequest):
+            return self.record.header.request_id
         return self.record.dead_letter_id
 
     @property
     def task_id(self) -> str | None:
-        return self.record.task_id if isinstance(self.record, Event) else None
+        return self.record.task_id if isinstance(self.record, Event | TaskRequest) else None
 
     def headers(self, *, source: str, traceparent: str | None = None) -> list[tuple[str, bytes]]:
         """The platform's headers of a task event (CloudEvents + trace context); none for a dead letter.
 
         A dead letter goes out as the platform's own dead-lettering sends it: without headers.
         """
-        if isinstance(self.record, Event):
+        if isinstance(self.record, Event | TaskRequest):
             return event_headers(self.record, source=source, traceparent=traceparent)
         return []
 
@@ -222,6 +240,11 @@ def prepare(
         problem = FieldProblem(path=entry.name, rule="must be an object of the event's fields", value=data)
         raise EventValidationError(entry.fullname, [problem])
     topic = entry.topic.name(settings)
+    if entry.is_request:
+        request, body = _request(entry, data, now, new_id, producer, producer_version)
+        return PreparedRecord(
+            entry=entry, topic=topic, key=request.task_id.encode(), body=body, record=request
+        )
     if entry.is_task_event:
         event, body = _task_event(entry, data, topic, now, new_id, producer, producer_version)
         return PreparedRecord(entry=entry, topic=topic, key=event.task_id.encode(), body=body, record=event)
@@ -337,6 +360,37 @@ def _chain_problems(entry: CatalogueEntry, envelope: Envelope, topic: str) -> li
             )
         ]
     return []
+
+
+def _request(
+    entry: CatalogueEntry,
+    data: Mapping[str, Any],
+    now: datetime,
+    new_id: uuid.UUID,
+    producer: str,
+    producer_version: str,
+) -> tuple[TaskRequest, bytes]:
+    """A request to a running task: its header gets an id, the time and the producer by default."""
+    problems = _Problems()
+    given = data.get("header", {})
+    if not isinstance(given, Mapping):
+        problems.add(FieldProblem(path=f"{entry.name}.header", rule="must be an object", value=given))
+        given = {}
+    header = {
+        "request_id": new_id,
+        "issued_at": now,
+        "producer": producer,
+        "producer_version": producer_version,
+    }
+    request = _validated(entry.model, {**data, "header": {**header, **given}}, entry.name, problems)
+    if isinstance(request, TaskRequest):
+        problems.extend(
+            _avro_problems(request.model_dump(mode="python"), parsed_schema(entry.fullname), entry.name)
+        )
+    if not isinstance(request, TaskRequest) or problems:
+        raise EventValidationError(entry.fullname, problems.found)
+    body = encode_request(request)
+    return decode_request(body, schema_json(entry.fullname)), body
 
 
 def _dead_letter(

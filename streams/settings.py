@@ -59,7 +59,35 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     offline_llm_port: int = 8090
     llm_timeout_seconds: float = 60.0
-    max_steps: int = Field(default=8, ge=1, description="Agent loop step limit per task.")
+    max_steps: int = Field(default=8, ge=1, description="Agent loop step limit of each agent of a task.")
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of one failed LLM or tool call, with durable backoff between."
+    )
+    max_parallel: int = Field(default=3, ge=1, description="Most subtasks of one task running at once.")
+    task_token_budget: int | None = Field(
+        default=None, ge=1, description="Tokens a task may use unless its submission sets its own budget."
+    )
+    org_daily_budget_usd: float | None = Field(
+        default=None, gt=0, description="Daily USD budget of every org (alert at 80 %); None: no limit."
+    )
+    org_budgets_usd: dict[str, float] = Field(
+        default_factory=dict,
+        description='Per-org daily USD budgets, JSON: {"acme": 25.0}; override the default.',
+    )
+    policy_dir: str | None = Field(
+        default=None,
+        description="Directory of per-org tool policy files (<org_id>.cedar); None: defaults only.",
+    )
+    workspace_dir: str = Field(
+        default=".agentlog/workspaces", description="Parent of each task's tool workspace directory."
+    )
+    sandbox_wall_seconds: float = Field(
+        default=30.0, gt=0, description="Wall-clock limit of a sandboxed program."
+    )
+    sandbox_cpu_seconds: int = Field(default=10, ge=1, description="CPU-time limit of a sandboxed program.")
+    tool_http_allow_hosts: list[str] = Field(
+        default_factory=list, description='Hosts the http_fetch tool may reach, JSON: ["docs.example.com"].'
+    )
 
     worker_concurrency: int = Field(default=32, ge=1, description="Tasks one processor advances at once.")
     processor_workers: int = Field(
@@ -70,6 +98,10 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Longest a projector's fetch waits to fill a batch."
     )
     faust_data_dir: str = ".agentlog/data/faust"
+
+    def org_budget_for(self, org_id: str) -> float | None:
+        """The org's daily USD budget: its own, else the default for every org."""
+        return self.org_budgets_usd.get(org_id, self.org_daily_budget_usd)
 
     @property
     def schema_registry_url(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas.events import PAYLOAD_TYPES, CheckpointSaved, RecordDeadLettered, TaskSubmitted
+from schemas.requests import REQUEST_TYPES
 from streams.settings import Settings
 
 
@@ -35,9 +36,12 @@ _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "de
 
 REQUESTS = TopicSpec(
     suffix="tasks.requests",
-    description="Task submissions from the REST API, the CLI and other systems.",
+    description=(
+        "Task submissions, and requests to running tasks (cancellation, approval decisions), from the "
+        "REST API, the CLI and other systems."
+    ),
     key="task id",
-    event_types=(TaskSubmitted.fullname(),),
+    event_types=(TaskSubmitted.fullname(), *REQUEST_TYPES),
     config=_FOREVER,
 )
 EVENTS = TopicSpec(

@@ -1,19 +1,22 @@
-"""``/v1/tasks``: submit a task, read its state and its events from the read model."""
+"""``/v1/tasks``: submit, cancel, read a task's state, events and approvals, decide approvals."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from api.deps import ResourcesDep
+from api.deps import Resources, ResourcesDep
 from processors.task.history import submission
-from projections.task_view import TaskView
+from projections.task_view import TERMINAL_STATUSES, TaskView
 from schemas.events import Priority, TaskSubmitted
+from schemas.requests import ApprovalDecided, CancellationRequested, RequestHeader, TaskRequest
+from streams.history import partition_for
 from streams.topics import REQUESTS
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -50,6 +53,22 @@ class TaskCreate(BaseModel):
         max_length=200,
         description="Submitting twice with the same key (per org) yields the same task, run once.",
     )
+    not_before: AwareDatetime | None = Field(
+        default=None, description="Start the task no earlier than this time (a delayed task)."
+    )
+    token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**62,
+        description="Most tokens the task may use; the platform default if unset.",
+    )
+    user_role: Role | None = Field(
+        default=None,
+        description=(
+            "The caller's role, which the tool policy decides on. Until API keys carry roles (issue 6), "
+            "the caller states it; without one, only tools open to every caller run."
+        ),
+    )
 
     @field_validator("org_id", "user_id", "session_id")
     @classmethod
@@ -59,6 +78,52 @@ class TaskCreate(BaseModel):
                 "must be 1-128 characters of letters, digits and . _ : @ -, starting alphanumeric"
             )
         return value
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class TaskRequestBody(BaseModel):
+    """Who asks, and why (recorded with what the request leads to)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    org_id: str = Field(description="Tenant of the caller; must be the task's.")
+    user_id: str = Field(description="Who cancels or decides.")
+    reason: str = Field(min_length=1, max_length=2000, description="Why.")
+
+    @field_validator("org_id", "user_id")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(
+                "must be 1-128 characters of letters, digits and . _ : @ -, starting alphanumeric"
+            )
+        return value
+
+
+class RequestAcceptedResponse(BaseModel):
+    task_id: str
+    request_id: str
+    status: str = Field(description="`requested`: the processor records what it leads to.")
+    position: dict[str, Any] = Field(description="Kafka topic, partition and offset of the request.")
+    links: dict[str, str]
+
+
+class ApprovalView(BaseModel):
+    approval_id: str
+    tool: str
+    arguments_json: str
+    rule: str
+    reason: str
+    requested_at: datetime
+    status: str = Field(description="pending, granted or rejected")
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    decided_at: datetime | None = None
 
 
 class TaskAcceptedResponse(BaseModel):
@@ -93,6 +158,9 @@ async def submit_task(body: TaskCreate, resources: ResourcesDep) -> TaskAccepted
             priority=body.priority,
             session_id=body.session_id,
             idempotency_key=body.idempotency_key,
+            not_before=body.not_before,
+            token_budget=body.token_budget,
+            user_role=body.user_role.value if body.user_role else None,
         ),
         now=datetime.now(UTC),
         producer=PRODUCER,
@@ -131,3 +199,112 @@ async def list_task_events(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found (or not projected yet)")
     next_after = events[-1]["sequence"] if len(events) == limit else None
     return TaskEventsPage(task_id=task_id, events=events, next_after=next_after)
+
+
+async def _task_of_org(resources: Resources, task_id: str, org_id: str) -> TaskView:
+    view = await resources.queries.task(task_id)
+    if view is None or view.org_id != org_id:
+        # The same answer for another org's task: its existence is not disclosed.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found (or not projected yet)")
+    return view
+
+
+async def _send(resources: Resources, request: TaskRequest) -> RequestAcceptedResponse:
+    topic = REQUESTS.name(resources.settings)
+    offset = await resources.producer.send_request(topic, request)
+    partition = partition_for(request.task_id, REQUESTS.partition_count(resources.settings))
+    return RequestAcceptedResponse(
+        task_id=request.task_id,
+        request_id=str(request.header.request_id),
+        status="requested",
+        position={"topic": topic, "partition": partition, "offset": offset},
+        links={"task": f"/v1/tasks/{request.task_id}", "events": f"/v1/tasks/{request.task_id}/events"},
+    )
+
+
+def _header(task_id: str, body: TaskRequestBody) -> RequestHeader:
+    return RequestHeader(
+        request_id=uuid.uuid4(),
+        task_id=task_id,
+        org_id=body.org_id,
+        user_id=body.user_id,
+        issued_at=datetime.now(UTC),
+        producer=PRODUCER,
+        producer_version=PRODUCER_VERSION,
+    )
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RequestAcceptedResponse,
+    operation_id="cancel_task",
+    summary="Cancel a task",
+    responses={
+        404: {"description": "No such task in the caller's org"},
+        409: {"description": "Already ended"},
+    },
+)
+async def cancel_task(
+    task_id: str, body: TaskRequestBody, resources: ResourcesDep
+) -> RequestAcceptedResponse:
+    """Ask the processor to cancel the task: in-flight effects are abandoned, late results ignored."""
+    view = await _task_of_org(resources, task_id, body.org_id)
+    if view.status in TERMINAL_STATUSES:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} already ended ({view.status})")
+    return await _send(resources, CancellationRequested(header=_header(task_id, body), reason=body.reason))
+
+
+@router.get(
+    "/{task_id}/approvals",
+    response_model=list[ApprovalView],
+    operation_id="list_task_approvals",
+    summary="A task's approvals",
+)
+async def list_task_approvals(
+    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
+) -> list[ApprovalView]:
+    await _task_of_org(resources, task_id, org_id)
+    return [ApprovalView.model_validate(row) for row in await resources.queries.approvals(task_id)]
+
+
+async def _decide(
+    task_id: str, approval_id: str, approved: bool, body: TaskRequestBody, resources: Resources
+) -> RequestAcceptedResponse:
+    await _task_of_org(resources, task_id, body.org_id)
+    approvals = {row["approval_id"]: row for row in await resources.queries.approvals(task_id)}
+    found = approvals.get(approval_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} has no approval {approval_id}")
+    if found["status"] != "pending":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"approval {approval_id} is already {found['status']}")
+    request = ApprovalDecided(
+        header=_header(task_id, body), approval_id=approval_id, approved=approved, reason=body.reason
+    )
+    return await _send(resources, request)
+
+
+@router.post(
+    "/{task_id}/approvals/{approval_id}/approve",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RequestAcceptedResponse,
+    operation_id="approve_tool_call",
+    summary="Approve a waiting tool call",
+)
+async def approve(
+    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep
+) -> RequestAcceptedResponse:
+    return await _decide(task_id, approval_id, True, body, resources)
+
+
+@router.post(
+    "/{task_id}/approvals/{approval_id}/reject",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RequestAcceptedResponse,
+    operation_id="reject_tool_call",
+    summary="Reject a waiting tool call",
+)
+async def reject(
+    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep
+) -> RequestAcceptedResponse:
+    return await _decide(task_id, approval_id, False, body, resources)

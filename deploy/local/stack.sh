@@ -88,6 +88,9 @@ tail_fresh_log() {
 
 cmd_up() {
     local s since failed=() started=()
+    # Not a service, but the platform needs it: the python tool's sandbox runs in bubblewrap
+    # (processors/tools/python_sandbox.py), which fails closed without it.
+    command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
     for s in "${SERVICES[@]}"; do
         available "$s" || continue
         since="$(date +%s)"

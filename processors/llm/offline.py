@@ -17,6 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from processors.task.planning import MERGE_PREFIX, request_parts
+
 MODEL = "agentlog-offline-planner"
 LABEL = "[offline planner]"
 _EXPRESSION = re.compile(r"[-+(]*\d[\d.\s()+\-*/%]*")
@@ -26,6 +28,7 @@ class ChatRequest(BaseModel):
     model: str = MODEL
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    response_format: dict[str, Any] | None = None
 
 
 def find_expression(text: str) -> str | None:
@@ -39,6 +42,26 @@ def _tokens(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "").split()) + 4 for m in messages)
 
 
+_DEPENDS = re.compile(r"\b(both|all|results?|previous|above|summari[sz]e|combine|then)\b", re.IGNORECASE)
+
+
+def plan(query: str) -> dict[str, Any]:
+    """A plan with one subtask per request in ``query``; a part that refers back to earlier results
+    ("both", "the results", "then ...") depends on every part before it."""
+    subtasks: list[dict[str, Any]] = []
+    for index, part in enumerate(request_parts(query) or [query]):
+        earlier = [s["id"] for s in subtasks]
+        subtasks.append(
+            {
+                "id": f"s{index + 1}",
+                "description": part,
+                "agent": "calculator" if find_expression(part) else "writer",
+                "depends_on": earlier if earlier and _DEPENDS.search(part) else [],
+            }
+        )
+    return {"rationale": f"{LABEL} one subtask per request in the task", "subtasks": subtasks}
+
+
 def answer(request: ChatRequest) -> dict[str, Any]:
     """The deterministic chat completion for ``request`` (OpenAI response shape)."""
     user = next((m for m in reversed(request.messages) if m.get("role") == "user"), {"content": ""})
@@ -46,8 +69,20 @@ def answer(request: ChatRequest) -> dict[str, Any]:
     tool_results = [m for m in request.messages if m.get("role") == "tool"]
     offered = {t.get("function", {}).get("name") for t in request.tools}
     message: dict[str, Any] = {"role": "assistant", "content": None}
-    expression = find_expression(query)
-    if tool_results:
+    task = query.split("\n\nResults you can use:")[0]
+    expression = find_expression(task)
+    if request.response_format is not None:
+        message["content"] = json.dumps(plan(query))
+        finish = "stop"
+    elif query.startswith(MERGE_PREFIX):
+        results = query.split("Results:\n", 1)[-1]
+        message["content"] = f"{LABEL} Combined answer:\n{results}"
+        finish = "stop"
+    elif "\n\nResults you can use:" in query and not expression:
+        inputs = query.split("\n\nResults you can use:\n", 1)[-1]
+        message["content"] = f"{LABEL} {task}: from the results so far:\n{inputs}"
+        finish = "stop"
+    elif tool_results:
         message["content"] = f"{LABEL} The result is {tool_results[-1].get('content')}."
         finish = "stop"
     elif expression and "calculator" in offered:

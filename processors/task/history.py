@@ -44,7 +44,7 @@ def checkpoint(
         producer_version=producer_version,
         prev_hash=state.last_digest,
     )
-    payload = CheckpointSaved(step=state.step, status=state.status.value, state_json=state.model_dump_json())
+    payload = CheckpointSaved(step=state.steps, status=state.status.value, state_json=state.model_dump_json())
     return seal(envelope, payload)
 
 

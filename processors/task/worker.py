@@ -1,9 +1,16 @@
 """The task processor: a faust agent on the requests topic around :class:`TaskRunner`.
 
-Per record: decode (Confluent wire format, registry schemas) -> dedupe against the task's state in
-a changelog-backed table -> run the agent loop -> state saved after every decision. A record that
-cannot be decoded, or whose handling raises, is dead-lettered with its position and the partition
-keeps flowing.
+The requests topic carries submissions (``TaskSubmitted``) and requests to running tasks
+(``CancellationRequested``, ``ApprovalDecided``), keyed by task id so a task's records reach one
+worker in order. Per record: decode (Confluent wire format, registry schemas) -> dedupe against the
+task's state (loaded from the compacted task-state topic on start) -> schedule: submissions wait in
+a :class:`Scheduler` (priorities with headroom for HIGH, delayed starts off the slots); a request
+goes to the inbox of the task's running loop, or wakes a task that waits for a human decision.
+
+A record is acknowledged when the run it started has ended (the task completed, failed, was
+cancelled, or waits durably for an approval), so a worker that dies mid-task gets the record again
+and resumes the task from its checkpoint. A record that cannot be decoded, or whose handling
+raises, is dead-lettered with its position and the partition keeps flowing.
 """
 
 from __future__ import annotations
@@ -13,23 +20,29 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import faust
 import mode.loop
 
-from processors.llm.gateway import LlmGateway
-from processors.task.decider import TERMINAL, TaskState, evolve
-from processors.task.runner import TaskRunner
+from processors.task.commands import CancelTask, Command, DecideApproval
+from processors.task.decider import RETRY_EXHAUSTED, evolve
+from processors.task.interpreters import build_runner
+from processors.task.runner import TaskRunner, utc_now
+from processors.task.scheduler import Scheduler
+from processors.task.state import TERMINAL, Status, TaskState
 from processors.task.states import TaskStates
 from schemas.codec import EventCodec
-from schemas.events import TaskSubmitted
+from schemas.events import Event, Priority, TaskSubmitted
 from schemas.registry.client import RegistryClient, RegistryUnavailable
+from schemas.requests import ApprovalDecided, CancellationRequested, TaskRequest
 from streams.faust_app import create_app
 from streams.headers import header_map
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
-from streams.topics import EVENTS, REQUESTS, TASK_STATE
+from streams.topics import REQUESTS, TASK_STATE
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +50,46 @@ CONSUMER = "agentlog-processor/task-runner"
 
 
 def app_id(settings: Settings) -> str:
-    """faust app id (= consumer group and table-topic prefix), unique per topic prefix."""
+    """faust app id (= consumer group), unique per topic prefix."""
     return f"{settings.topic_prefix}-processor"
 
 
 class NotASubmissionError(ValueError):
-    """A decodable event on the requests topic that is not a TaskSubmitted."""
+    """A decodable task event on the requests topic that is not a TaskSubmitted."""
+
+
+class UnknownTaskError(LookupError):
+    """A request names a task this worker has never seen submitted."""
+
+
+def command_of(request: TaskRequest) -> Command:
+    """The decider command a request from outside stands for."""
+    match request:
+        case CancellationRequested():
+            return CancelTask(reason=request.reason, cancelled_by=request.header.user_id)
+        case ApprovalDecided():
+            return DecideApproval(
+                approval_id=request.approval_id,
+                approved=request.approved,
+                decided_by=request.header.user_id,
+                reason=request.reason,
+            )
+    raise TypeError(f"no command for request {type(request).__name__}")
+
+
+@dataclass
+class _Run:
+    """A task's pending or running loop and the records it will acknowledge when it ends."""
+
+    task_id: str
+    priority: Priority
+    submission: Event | None = None
+    commands: list[Command] = field(default_factory=list)
+    records: list[faust.EventT[bytes]] = field(default_factory=list)
+    traceparent: str | None = None
+    inbox: asyncio.Queue[Command] = field(default_factory=asyncio.Queue)
+    started: bool = False
+    delayed: bool = False  # queued without a read-ahead place
 
 
 class _Resources:
@@ -53,14 +100,7 @@ class _Resources:
         self.registry = RegistryClient(settings.schema_registry_url)
         self.codec = EventCodec(self.registry)
         self.producer = EventProducer(settings, self.codec, source=f"/agentlog/{app_id(settings)}")
-        self.gateway = LlmGateway(settings)
-        self.runner = TaskRunner(
-            producer=self.producer,
-            events_topic=EVENTS.name(settings),
-            state_topic=TASK_STATE.name(settings),
-            gateway=self.gateway,
-            max_steps=settings.max_steps,
-        )
+        self.runner: TaskRunner = build_runner(settings, self.producer)
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -69,7 +109,8 @@ class _Resources:
             if not self._started:
                 await self.registry.wait_until_ready()
                 await self.producer.start()
-                # Before the first submission is handled: redeliveries must see finished tasks.
+                # Before the first record is handled: redeliveries must see finished tasks, and
+                # requests must find the tasks that wait for them.
                 await states.load(
                     self.settings.kafka_bootstrap,
                     TASK_STATE.name(self.settings),
@@ -89,80 +130,177 @@ def _header_list(headers: Any) -> list[tuple[str, bytes]]:
 def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
     app = create_app(settings, app_id=app_id(settings))
-    requests = app.topic(REQUESTS.name(settings), key_type=bytes, value_type=bytes)
+    requests_topic = app.topic(REQUESTS.name(settings), key_type=bytes, value_type=bytes)
     states = TaskStates()
     resources = _Resources(settings)
-    in_flight: set[str] = set()
+    scheduler: Scheduler[_Run] = Scheduler(settings.worker_concurrency)
+    runs: dict[str, _Run] = {}  # queued or running, by task id
+    wake = asyncio.Event()
+    # Read-ahead bound: records decoded and queued but not yet started (delayed ones excepted).
+    queued = asyncio.Semaphore(settings.worker_concurrency * 4)
+    stream_ref: dict[str, Any] = {}
 
-    async def handle(submission_bytes: bytes | None, headers: dict[str, str]) -> None:
-        event = await resources.codec.decode(submission_bytes)
-        if not isinstance(event.payload, TaskSubmitted):
-            raise NotASubmissionError(f"{event.event_type} is not a task submission")
-        task_id = event.task_id
-        if task_id in in_flight:
-            log.info("task %s already running in this worker; duplicate delivery ignored", task_id)
-            return
-        state = states.get(task_id) or TaskState()
-        if state.status in TERMINAL:
-            log.info("task %s already %s; duplicate delivery ignored", task_id, state.status)
-            return
-        in_flight.add(task_id)
-        try:
-            state = evolve(state, event)
-            states.put(state)
-            state = await resources.runner.run(state, states.put, traceparent=headers.get("traceparent"))
-            log.debug("task %s ended %s after %d events", task_id, state.status, state.sequence + 1)
-        finally:
-            in_flight.discard(task_id)
-
-    slots = asyncio.Semaphore(settings.worker_concurrency)
-
-    async def process(stream: faust.StreamT[bytes], record: faust.EventT[bytes]) -> None:
-        """Run one submission's task, then ack it: its offset is committed only once it is done."""
+    async def dead_letter(record: faust.EventT[bytes], exc: BaseException) -> None:
         message = record.message
-        raw_headers = _header_list(message.headers)
-        headers = header_map(raw_headers)
+        log.error("task record %s[%d]@%d failed: %s", message.topic, message.partition, message.offset, exc)
+        await resources.producer.dead_letter(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=_header_list(message.headers),
+            error=exc,
+            consumer=CONSUMER,
+        )
+
+    async def ack(record: faust.EventT[bytes]) -> None:
+        await stream_ref["stream"].ack(record)
+
+    def schedule(run: _Run, not_before: datetime | None) -> None:
+        runs[run.task_id] = run
+        scheduler.submit(run, run.priority, not_before, utc_now())
+        wake.set()
+
+    async def receive(record: faust.EventT[bytes]) -> None:
+        """Decode one record and route it; acks what needs no run."""
+        headers = header_map(_header_list(record.message.headers))
+        item = await resources.codec.decode_record(record.value)
+        if isinstance(item, TaskRequest):
+            await receive_request(record, item)
+            return
+        if not isinstance(item.payload, TaskSubmitted):
+            raise NotASubmissionError(f"{item.event_type} is not a task submission")
+        task_id = item.task_id
+        state = states.get(task_id)
+        if task_id in runs or (
+            state is not None and (state.status in TERMINAL or state.waiting_for_approval)
+        ):
+            log.info(
+                "task %s already known (%s); duplicate submission ignored", task_id, state and state.status
+            )
+            await ack(record)
+            return
+        run = _Run(task_id, item.payload.priority, submission=item, traceparent=headers.get("traceparent"))
+        run.records.append(record)
+        not_before = item.payload.not_before
+        run.delayed = not_before is not None and not_before > utc_now()
+        if not run.delayed:
+            await queued.acquire()  # backpressure; a delayed task holds no read-ahead place
+        schedule(run, not_before)
+
+    async def receive_request(record: faust.EventT[bytes], request: TaskRequest) -> None:
+        command = command_of(request)
+        run = runs.get(request.task_id)
+        if run is not None:
+            run.records.append(record)
+            if run.started:
+                await run.inbox.put(command)
+            else:
+                run.commands.append(command)
+            return
+        state = states.get(request.task_id)
+        if state is None:
+            raise UnknownTaskError(
+                f"{request.record_name} for task {request.task_id}, which this worker has not seen"
+            )
+        if state.status in TERMINAL:
+            log.info(
+                "%s for task %s, which is %s: nothing to do",
+                request.record_name,
+                request.task_id,
+                state.status,
+            )
+            await ack(record)
+            return
+        woken = _Run(request.task_id, state.priority, commands=[command])
+        woken.records.append(record)
+        await queued.acquire()
+        schedule(woken, None)
+
+    async def execute(run: _Run, priority: Priority) -> None:
+        run.started = True
+        if not run.delayed:
+            queued.release()
         try:
-            await handle(record.value, headers)
+            state = states.get(run.task_id) or TaskState()
+            if run.submission is not None and state.status is Status.NEW:
+                state = evolve(state, run.submission)
+                states.put(state)
+            while not run.inbox.empty():
+                run.commands.append(run.inbox.get_nowait())
+            state = await resources.runner.run(
+                state, states.put, traceparent=run.traceparent, inbox=run.inbox, commands=run.commands
+            )
+            log.debug("task %s ran to %s after %d events", run.task_id, state.status, state.sequence + 1)
+            if state.status is Status.FAILED and state.failure_reason == RETRY_EXHAUSTED and run.submission:
+                # The retry limit is reached: the submission is parked with the reason, for an operator.
+                await dead_letter(run.records[0], RetryLimitReached(state.error or "retries exhausted"))
         except RegistryUnavailable:
-            # Infrastructure outage, not a bad record: crash so the supervisor restarts the
-            # worker and the record is delivered again (at-least-once).
+            # Infrastructure outage, not a bad record: crash so the supervisor restarts the worker and
+            # the records are delivered again (at-least-once).
             log.critical("schema registry unavailable; stopping the worker")
             os.kill(os.getpid(), signal.SIGTERM)
             return
         except Exception as exc:
-            log.exception("task record %s[%d]@%d failed", message.topic, message.partition, message.offset)
-            await resources.producer.dead_letter(
-                source_topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                headers=raw_headers,
-                error=exc,
-                consumer=CONSUMER,
-            )
+            log.exception("task %s failed in the processor", run.task_id)
+            await dead_letter(run.records[0], exc)
         finally:
-            slots.release()
-        await stream.ack(record)
+            runs.pop(run.task_id, None)
+            scheduler.done(priority)
+            wake.set()
+        # Commands that arrived after the loop's last look wake the task again.
+        leftover = [run.inbox.get_nowait() for _ in range(run.inbox.qsize())]
+        after = states.get(run.task_id)
+        if leftover and after is not None and after.status not in TERMINAL:
+            await queued.acquire()
+            schedule(_Run(run.task_id, priority, commands=leftover, records=run.records), None)
+            return
+        for record in run.records:
+            await ack(record)
 
-    # One record = one whole task, which takes many effect round trips; awaiting it inline would
-    # let a partition advance one task at a time. So each submission runs as its own asyncio task
-    # (at most worker_concurrency at once: the semaphore is the backpressure), and acks are manual
-    # (faust commits an offset only when every record before it on the partition was acked).
-    running: set[asyncio.Task[None]] = set()
+    async def dispatch() -> None:
+        """Start every task the scheduler allows; sleep until a slot frees or a delay ends."""
+        while True:
+            scheduler.release_due(utc_now())
+            while (taken := scheduler.take()) is not None:
+                run, priority = taken
+                task = asyncio.create_task(execute(run, priority))
+                background.add(task)
+                task.add_done_callback(background.discard)
+            wakeup = scheduler.next_wakeup()
+            timeout = max((wakeup - utc_now()).total_seconds(), 0.0) if wakeup else None
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except TimeoutError:
+                pass
 
-    @app.agent(requests, concurrency=1)
+    background: set[asyncio.Task[None]] = set()
+
+    @app.agent(requests_topic, concurrency=1)
     async def run_tasks(stream: faust.StreamT[bytes]) -> None:
         await resources.ensure_started(states)
         manual = stream.noack()  # type: ignore[attr-defined]  # on faust's Stream, not its StreamT protocol
+        stream_ref["stream"] = manual
+        dispatcher = asyncio.create_task(dispatch())
+        background.add(dispatcher)
         async for record in manual.events():
-            await slots.acquire()
-            task = asyncio.create_task(process(manual, record))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            try:
+                await receive(record)
+            except RegistryUnavailable:
+                log.critical("schema registry unavailable; stopping the worker")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except Exception as exc:
+                await dead_letter(record, exc)
+                await ack(record)
 
     return app
+
+
+class RetryLimitReached(RuntimeError):
+    """A task failed because an effect kept failing after its last allowed attempt."""
 
 
 def main() -> None:

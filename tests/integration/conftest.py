@@ -39,9 +39,12 @@ def submit_and_wait(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
 
         def done() -> dict[str, Any] | None:
             reply = client.get(f"/v1/tasks/{task_id}")
-            if reply.status_code == 200 and reply.json()["status"] in ("completed", "failed"):
-                return reply.json()
-            return None
+            if reply.status_code != 200:
+                return None
+            view = reply.json()
+            # Ended, and every event projected (the submission comes from the other topic).
+            ended = view["status"] in ("completed", "failed", "cancelled", "rejected")
+            return view if ended and view["event_count"] == view["last_sequence"] + 1 else None
 
         return wait_for(done, TASK_TIMEOUT, f"task {task_id} to end in the read model")
 

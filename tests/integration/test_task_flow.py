@@ -27,6 +27,7 @@ EXPECTED_TYPES = [
     "LlmCallRequested",
     "LlmCallCompleted",
     "ToolCallRequested",
+    "ToolCallAuthorized",
     "ToolCallCompleted",
     "LlmCallRequested",
     "LlmCallCompleted",
@@ -218,7 +219,8 @@ def test_replay_prints_the_timeline_from_kafka(platform: Settings, completed_tas
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["event_type"] for r in rows] == EXPECTED_TYPES
-    assert rows[5]["tool"] == "calculator" and rows[5]["detail"] == "126"
+    assert rows[5]["tool"] == "calculator" and rows[5]["detail"] == "allowed by calculator-everyone"
+    assert rows[6]["tool"] == "calculator" and rows[6]["detail"] == "126"
     table = subprocess.run(
         [sys.executable, "-m", "api.cli", "replay", task_id],
         env={**env, "COLUMNS": "200"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from processors.task.decider import Command, TaskState, decide, evolve
 from processors.task.history import stamp, submission
@@ -11,12 +12,14 @@ from schemas.events import Event, Payload, TaskSubmitted
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def submitted(query: str = "What is 6 * 7?", task_id: str = "task-1") -> tuple[TaskState, list[Event]]:
+def submitted(
+    query: str = "What is 6 * 7?", task_id: str = "task-1", **fields: Any
+) -> tuple[TaskState, list[Event]]:
     event, _ = submission(
         task_id=task_id,
         org_id="org-1",
         user_id="user-1",
-        payload=TaskSubmitted(query=query),
+        payload=TaskSubmitted(query=query, **fields),
         now=T0,
         producer="test",
         producer_version="0",

@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.task.decider import RecordModelResponse, RecordToolResult, StartTask, ToolCall
+from processors.task.decider import (
+    RecordModelResponse,
+    RecordPolicyDecision,
+    RecordToolResult,
+    StartTask,
+    ToolCall,
+)
 from projections.task_view import apply, new_view
 from schemas.events import Event
 from tests.unit.processors.helpers import submitted, when
@@ -14,12 +20,12 @@ from tests.unit.processors.helpers import submitted, when
 def completed_history() -> list[Event]:
     state, history = submitted("What is 6 * 7?")
     state, _ = when(state, StartTask(provider="p", model="m", offline=True, max_steps=3), history)
-    assert state.pending_llm is not None
+    assert state.main.pending_llm is not None
     call = ToolCall(id="c1", name="calculator", arguments_json="{}")
     state, payloads = when(
         state,
         RecordModelResponse(
-            idempotency_key=state.pending_llm.idempotency_key,
+            idempotency_key=state.main.pending_llm.idempotency_key,
             model="m",
             content=None,
             tool_calls=(call,),
@@ -31,20 +37,22 @@ def completed_history() -> list[Event]:
         ),
         history,
     )
+    key = payloads[1].idempotency_key  # type: ignore[attr-defined]
+    state, _ = when(state, RecordPolicyDecision(idempotency_key=key, effect="allow", rule="r"), history)
     state, _ = when(
         state,
         RecordToolResult(
-            idempotency_key=payloads[1].idempotency_key,
+            idempotency_key=key,
             output="42",  # type: ignore[attr-defined]
             latency_ms=0,
         ),
         history,
     )
-    assert state.pending_llm is not None
+    assert state.main.pending_llm is not None
     when(
         state,
         RecordModelResponse(
-            idempotency_key=state.pending_llm.idempotency_key,
+            idempotency_key=state.main.pending_llm.idempotency_key,
             model="m",
             content="42",
             finish_reason="stop",

@@ -24,6 +24,7 @@ from schemas.events import (
     StepKind,
     Subtask,
 )
+from schemas.requests import REQUEST_TYPES
 from schemas.serde import AVRO_DIR, parsed_schema, record_fullnames
 
 _PRIMITIVE = {
@@ -53,7 +54,25 @@ def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, 
 _NAMED: dict[str, Any] = {}
 
 
+def _int_bounds(annotation: Any, metadata: list[Any]) -> tuple[Any, Any] | None:
+    """(ge, le) of an int field, looking inside ``Optional[Annotated[int, ...]]``; None if not an int."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        [inner] = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(inner) is typing.Annotated:
+            base, *extra = typing.get_args(inner)
+            constraints = [m for info in extra for m in getattr(info, "metadata", [info])]
+            return _int_bounds(base, constraints)
+        return _int_bounds(inner, metadata)
+    if annotation is not int:
+        return None
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    return low, high
+
+
 def _avro_matches(annotation: Any, avro: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     if isinstance(avro, str) and avro in _NAMED:
         avro = _NAMED[avro]  # a reference to a named type defined earlier in the schema
     origin = typing.get_origin(annotation)
@@ -101,6 +120,15 @@ def _check(model: type[BaseModel], fields: list[dict[str, Any]]) -> None:
             f"{model.__name__}.{name}: {info.annotation} vs {avro}"
         )
         assert avro.get("doc"), f"{model.__name__}.{name} has no doc in the .avsc"
+        bounds = _int_bounds(info.annotation, info.metadata)
+        if bounds is not None:
+            avro_type = avro["type"]
+            if isinstance(avro_type, list):
+                avro_type = next(t for t in avro_type if t != "null")
+            bits = 31 if avro_type == "int" else 63
+            low, high = bounds
+            assert high == 2**bits - 1, f"{model.__name__}.{name}: no {avro_type} upper bound"
+            assert low in (-(2**bits), 0), f"{model.__name__}.{name}: no {avro_type} lower bound"
         has_default = not info.is_required()
         assert has_default == ("default" in avro), f"{model.__name__}.{name}: default differs"
 
@@ -133,7 +161,15 @@ NAMED_TYPES = {
 
 def test_every_avsc_file_is_a_known_record_or_named_type() -> None:
     on_disk = {p.stem for p in AVRO_DIR.glob("*.avsc")}
-    assert on_disk == set(record_fullnames()) | set(NAMED_TYPES)
+    assert on_disk == set(record_fullnames()) | set(NAMED_TYPES) | {"agentlog.requests.RequestHeader"}
+    assert set(REQUEST_TYPES) <= set(record_fullnames())
+
+
+@pytest.mark.parametrize("fullname", sorted(REQUEST_TYPES))
+def test_request_model_matches_avsc(fullname: str) -> None:
+    schema = parsed_schema(fullname)
+    assert schema.get("doc")
+    _check(REQUEST_TYPES[fullname], schema["fields"])
 
 
 @pytest.mark.parametrize("fullname", sorted(NAMED_TYPES))

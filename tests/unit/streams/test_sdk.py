@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from api.cli import app
 from processors.task.history import event_id_for
 from schemas.events import PAYLOAD_TYPES, Event, RecordDeadLettered, TaskSubmitted
-from schemas.serde import decode_dead_letter, decode_event, parsed_schema, schema_json
+from schemas.requests import REQUEST_TYPES, TaskRequest
+from schemas.serde import decode_dead_letter, decode_event, decode_request, parsed_schema, schema_json
 from streams.history import partition_for
 from streams.sdk import (
     SDK_PRODUCER,
@@ -130,7 +131,7 @@ def by_path(problems: list[FieldProblem]) -> dict[str, FieldProblem]:
 def test_every_catalogued_type_is_producible_on_the_topic_that_carries_it() -> None:
     carried = {name: spec for spec in CATALOGUE for name in spec.event_types}
     assert {e.fullname: e.topic for e in ENTRIES} == carried
-    assert set(PAYLOAD_TYPES) | {RecordDeadLettered.fullname()} == set(carried)
+    assert set(PAYLOAD_TYPES) | {RecordDeadLettered.fullname()} | set(REQUEST_TYPES) == set(carried)
     for fullname, spec in carried.items():
         assert resolve_event_type(fullname).topic is spec
         assert resolve_event_type(fullname.rsplit(".", 1)[-1]).fullname == fullname
@@ -169,6 +170,12 @@ def test_valid_data_of_every_type_is_encoded_for_its_topic(entry: CatalogueEntry
         assert headers["ce_id"] == str(prepared.record.envelope.event_id).encode()
         assert headers["ce_subject"] == prepared.record.task_id.encode()
         assert headers["ce_source"] == b"unit-test"
+    elif isinstance(prepared.record, TaskRequest):
+        assert decode_request(prepared.body, schema_json(entry.fullname)) == prepared.record
+        assert prepared.key == prepared.record.task_id.encode() and prepared.topic == REQUESTS.name(SETTINGS)
+        headers = dict(prepared.headers(source="unit-test"))
+        assert headers["ce_id"] == str(prepared.record.header.request_id).encode()
+        assert headers["ce_subject"] == prepared.record.task_id.encode()
     else:
         assert decode_dead_letter(prepared.body, schema_json(entry.fullname)) == prepared.record
         assert prepared.headers(source="unit-test") == []
@@ -404,7 +411,13 @@ def test_unknown_fields_are_named(entry: CatalogueEntry, keys: list[str], data: 
 
 @given(st.sampled_from(ENTRIES), st.data())
 def test_a_missing_required_field_is_named(entry: CatalogueEntry, data: st.DataObject) -> None:
-    defaulted_by_the_sdk = set() if entry.is_task_event else {"dead_letter_id", "occurred_at"}
+    defaulted_by_the_sdk = (
+        set()
+        if entry.is_task_event
+        else {"header"}
+        if entry.is_request
+        else {"dead_letter_id", "occurred_at"}
+    )
     required = [
         f["name"] for f in _fields(entry) if "default" not in f and f["name"] not in defaulted_by_the_sdk
     ]
@@ -457,9 +470,9 @@ def test_a_number_beyond_an_avro_int_is_refused_with_its_field(
 ) -> None:
     entry, name = field
     [problem] = problems_of(entry, {**valid_data(entry), name: number})
-    assert str(problem) == (
-        f"{entry.name}.{name}: must fit an Avro int (-2147483648 .. 2147483647) (got {number})"
-    )
+    # The model carries the Avro int's bounds (schemas.events.Int32), so it refuses first.
+    bound = "<= 2147483647" if number > 0 else ">= -2147483648"
+    assert str(problem) == f"{entry.name}.{name}: must be {bound} (got {number})"
 
 
 @given(
@@ -609,3 +622,22 @@ def test_cli_dry_run_validates_times_against_now() -> None:
     )
     occurred = datetime.fromisoformat(shown["value"]["envelope"]["occurred_at"])
     assert abs(datetime.now(UTC) - occurred) < timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.is_request], ids=lambda e: e.name)
+def test_a_request_names_each_missing_header_field_and_defaults_the_rest(entry: CatalogueEntry) -> None:
+    found = by_path(problems_of(entry, {k: v for k, v in valid_data(entry).items() if k != "header"}))
+    assert {path: str(p) for path, p in found.items()} == {
+        f"{entry.name}.header.{name}": f"{entry.name}.header.{name}: required"
+        for name in ("task_id", "org_id", "user_id")
+    }
+    data = valid_data(entry) | {"header": {"task_id": "t-1", "org_id": "acme", "user_id": "bob"}}
+    prepared = prepare(entry.name, data, settings=SETTINGS, now=NOW, new_id=NEW_ID)
+    assert isinstance(prepared.record, TaskRequest)
+    header = prepared.record.header
+    assert (header.request_id, header.issued_at, header.producer) == (
+        NEW_ID,
+        NOW.replace(microsecond=123000),
+        SDK_PRODUCER,
+    )
+    assert prepared.key == b"t-1"

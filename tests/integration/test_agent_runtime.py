@@ -1,0 +1,296 @@
+"""The agent runtime on the real stack with a scripted OpenAI-compatible server (real HTTP, real SDK):
+tool policy (allowed, denied, approval granted and rejected), sandbox limits recorded, cancellation
+mid-flight, budgets, and durable retries of a failing provider."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.platform import BUDGETS_USD, ScriptedPlatform
+from tests.fixtures.scripted_llm import Step
+from tests.integration.conftest import TASK_TIMEOUT, api, wait_for
+
+PYTHON_PRINT = Step(tool_calls=(("python", {"code": "print(6 * 7)"}),))
+DONE = Step(content="done")
+
+
+def _script(platform: ScriptedPlatform, *steps: Step) -> str:
+    name = f"s-{uuid.uuid4().hex[:10]}"
+    platform.llm.scripts[name] = list(steps)
+    return name
+
+
+def _submit(platform: ScriptedPlatform, script: str, **body: Any) -> str:
+    payload = {"query": f"Scripted task [[{script}]]", "org_id": "acme", "user_id": "alice", **body}
+    with api(platform.settings) as client:
+        response = client.post("/v1/tasks", json=payload)
+    assert response.status_code == 202, response.text
+    return str(response.json()["task_id"])
+
+
+def _view(platform: ScriptedPlatform, task_id: str) -> dict[str, Any] | None:
+    with api(platform.settings) as client:
+        reply = client.get(f"/v1/tasks/{task_id}")
+    return reply.json() if reply.status_code == 200 else None
+
+
+def _events(platform: ScriptedPlatform, task_id: str) -> list[dict[str, Any]]:
+    with api(platform.settings) as client:
+        return list(client.get(f"/v1/tasks/{task_id}/events", params={"limit": 1000}).json()["events"])
+
+
+def _ended(platform: ScriptedPlatform, task_id: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        view = _view(platform, task_id)
+        done = view and view["status"] in ("completed", "failed", "cancelled", "rejected")
+        return view if done and view["event_count"] == view["last_sequence"] + 1 else None
+
+    return dict(wait_for(ended, TASK_TIMEOUT, f"task {task_id} to end"))
+
+
+def _wait_event(platform: ScriptedPlatform, task_id: str, event_type: str) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        return next((e for e in _events(platform, task_id) if e["event_type"] == event_type), None)
+
+    return dict(wait_for(seen, TASK_TIMEOUT, f"{event_type} in task {task_id}"))
+
+
+def _types(platform: ScriptedPlatform, task_id: str) -> list[str]:
+    return [e["event_type"] for e in _events(platform, task_id)]
+
+
+# -- tool policy -----------------------------------------------------------------------------
+
+
+def test_an_allowed_tool_runs_in_the_sandbox_and_its_output_reaches_the_model(
+    scripted_platform: ScriptedPlatform,
+) -> None:
+    script = _script(scripted_platform, PYTHON_PRINT, DONE)
+    task_id = _submit(scripted_platform, script, user_role="operator")
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed", view
+    events = _events(scripted_platform, task_id)
+    [authorized] = [e["payload"] for e in events if e["event_type"] == "ToolCallAuthorized"]
+    assert authorized["rule"] == "python-operators"
+    [completed] = [e["payload"] for e in events if e["event_type"] == "ToolCallCompleted"]
+    assert completed["tool"] == "python" and completed["output"].strip() == "42"
+
+
+def test_a_denied_tool_call_is_recorded_with_its_rule_and_never_runs(
+    scripted_platform: ScriptedPlatform,
+) -> None:
+    script = _script(scripted_platform, PYTHON_PRINT, DONE)
+    task_id = _submit(scripted_platform, script)  # no role: default deny for code execution
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed", view
+    types = _types(scripted_platform, task_id)
+    assert "ToolCallDenied" in types and "ToolCallCompleted" not in types and "ToolCallFailed" not in types
+    [denied] = [
+        e["payload"] for e in _events(scripted_platform, task_id) if e["event_type"] == "ToolCallDenied"
+    ]
+    assert denied["rule"] == "default-deny"
+
+
+def _approval_waiting(platform: ScriptedPlatform) -> tuple[str, str]:
+    script = _script(platform, PYTHON_PRINT, DONE)
+    task_id = _submit(platform, script, user_role="viewer")
+    requested = _wait_event(platform, task_id, "ApprovalRequested")["payload"]
+    assert requested["tool"] == "python" and requested["rule"] == "python-viewers-approval"
+    with api(platform.settings) as client:
+        approvals = client.get(f"/v1/tasks/{task_id}/approvals", params={"org_id": "acme"}).json()
+    assert [(a["approval_id"], a["status"]) for a in approvals] == [(requested["approval_id"], "pending")]
+    time.sleep(1)
+    assert _view(platform, task_id)["status"] == "running"  # type: ignore[index]  # it waits
+    return task_id, str(requested["approval_id"])
+
+
+def test_an_approved_tool_call_runs_and_the_task_goes_on(scripted_platform: ScriptedPlatform) -> None:
+    task_id, approval_id = _approval_waiting(scripted_platform)
+    body = {"org_id": "acme", "user_id": "bob", "reason": "looks safe"}
+    with api(scripted_platform.settings) as client:
+        foreign = client.post(
+            f"/v1/tasks/{task_id}/approvals/{approval_id}/approve", json={**body, "org_id": "other-org"}
+        )
+        assert foreign.status_code == 404  # another org's task does not exist for the caller
+        reply = client.post(f"/v1/tasks/{task_id}/approvals/{approval_id}/approve", json=body)
+        assert reply.status_code == 202, reply.text
+        assert reply.json()["position"]["offset"] >= 0
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed", view
+    events = _events(scripted_platform, task_id)
+    [granted] = [e["payload"] for e in events if e["event_type"] == "ApprovalGranted"]
+    assert (granted["decided_by"], granted["reason"]) == ("bob", "looks safe")
+    [authorized] = [e["payload"] for e in events if e["event_type"] == "ToolCallAuthorized"]
+    assert authorized["approval_id"] == approval_id
+    assert any(e["event_type"] == "ToolCallCompleted" for e in events)
+    with api(scripted_platform.settings) as client:
+        again = client.post(f"/v1/tasks/{task_id}/approvals/{approval_id}/approve", json=body)
+    assert again.status_code == 409
+
+
+def test_a_rejected_tool_call_is_denied_and_the_model_is_told(scripted_platform: ScriptedPlatform) -> None:
+    task_id, approval_id = _approval_waiting(scripted_platform)
+    body = {"org_id": "acme", "user_id": "bob", "reason": "not today"}
+    with api(scripted_platform.settings) as client:
+        reply = client.post(f"/v1/tasks/{task_id}/approvals/{approval_id}/reject", json=body)
+    assert reply.status_code == 202, reply.text
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed", view
+    events = _events(scripted_platform, task_id)
+    [denied] = [e["payload"] for e in events if e["event_type"] == "ToolCallDenied"]
+    assert denied["rule"] == "approval-rejected" and "not today" in denied["reason"]
+    assert not any(e["event_type"] == "ToolCallCompleted" for e in events)
+
+
+# -- sandbox limits, recorded ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "error_types"),
+    [
+        ("while True: pass", {"SandboxCpuLimit", "SandboxTimeout"}),
+        ("x = bytearray(4 * 2**30)", {"SandboxMemoryLimit"}),
+        (
+            "import socket; socket.create_connection(('127.0.0.1', 9092), timeout=2)",
+            {"SandboxNetworkDenied"},
+        ),
+        ("open('../../escape.txt', 'w').write('x')", {"SandboxWorkspaceEscape"}),
+    ],
+    ids=["infinite-loop", "memory-bomb", "network", "workspace-escape"],
+)
+def test_sandbox_limits_stop_the_program_and_are_recorded(
+    scripted_platform: ScriptedPlatform, code: str, error_types: set[str]
+) -> None:
+    script = _script(scripted_platform, Step(tool_calls=(("python", {"code": code}),)), DONE)
+    task_id = _submit(scripted_platform, script, user_role="operator")
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed", view
+    [failed] = [
+        e["payload"] for e in _events(scripted_platform, task_id) if e["event_type"] == "ToolCallFailed"
+    ]
+    assert failed["error_type"] in error_types, failed
+
+
+# -- cancellation ----------------------------------------------------------------------------
+
+
+def test_cancel_mid_flight_abandons_the_call_and_ignores_its_late_answer(
+    scripted_platform: ScriptedPlatform,
+) -> None:
+    script = _script(scripted_platform, Step(content="too late", delay=6.0))
+    task_id = _submit(scripted_platform, script)
+    requested = _wait_event(scripted_platform, task_id, "LlmCallRequested")["payload"]
+    wait_for(
+        lambda: scripted_platform.llm.count(requested["idempotency_key"]), 10, "the call to be in flight"
+    )
+    with api(scripted_platform.settings) as client:
+        reply = client.post(
+            f"/v1/tasks/{task_id}/cancel",
+            json={"org_id": "acme", "user_id": "alice", "reason": "changed my mind"},
+        )
+        assert reply.status_code == 202, reply.text
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "cancelled", view
+    [cancelled] = [
+        e["payload"] for e in _events(scripted_platform, task_id) if e["event_type"] == "TaskCancelled"
+    ]
+    assert cancelled["abandoned"] == [requested["idempotency_key"]]
+    assert cancelled["cancelled_by"] == "alice"
+    time.sleep(6.5)  # the late answer arrives, and is ignored
+    assert _types(scripted_platform, task_id)[-1] == "TaskCancelled"
+    with api(scripted_platform.settings) as client:
+        again = client.post(
+            f"/v1/tasks/{task_id}/cancel", json={"org_id": "acme", "user_id": "alice", "reason": "twice"}
+        )
+    assert again.status_code == 409
+
+
+# -- budgets ---------------------------------------------------------------------------------
+
+
+def test_a_task_token_budget_fails_the_task_before_the_call(scripted_platform: ScriptedPlatform) -> None:
+    script = _script(scripted_platform, DONE)
+    task_id = _submit(scripted_platform, script, token_budget=10)
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "failed" and view["error"].startswith("budget:"), view
+    assert "BudgetExceeded" in _types(scripted_platform, task_id)
+    assert scripted_platform.llm.keys_for(task_id) == {}  # no request was made
+
+
+def test_an_org_daily_budget_fails_the_task_before_the_call(scripted_platform: ScriptedPlatform) -> None:
+    [org] = BUDGETS_USD
+    script = _script(scripted_platform, DONE)
+    task_id = _submit(scripted_platform, script, org_id=org)
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "failed" and "budget" in view["error"], view
+    [exceeded] = [
+        e["payload"] for e in _events(scripted_platform, task_id) if e["event_type"] == "BudgetExceeded"
+    ]
+    assert exceeded["scope"] == "ORG_DAY" and exceeded["limit_usd"] == BUDGETS_USD[org]
+    assert scripted_platform.llm.keys_for(task_id) == {}
+
+
+def test_an_org_within_budget_has_its_calls_reserved_and_priced(scripted_platform: ScriptedPlatform) -> None:
+    script = _script(scripted_platform, DONE)
+    task_id = _submit(scripted_platform, script)  # acme: no budget, so no reservation either
+    assert _ended(scripted_platform, task_id)["status"] == "completed"
+    events = _events(scripted_platform, task_id)
+    assert not any(e["event_type"] == "BudgetReserved" for e in events)
+    [completed] = [e["payload"] for e in events if e["event_type"] == "LlmCallCompleted"]
+    # 100 prompt and 20 completion tokens at 0.01 / 0.03 USD per 1k.
+    assert completed["cost_usd"] == pytest.approx(0.0016)
+
+
+# -- durable retries -------------------------------------------------------------------------
+
+
+def test_a_failing_provider_is_retried_durably_with_backoff_then_answers(
+    scripted_platform: ScriptedPlatform,
+) -> None:
+    script = _script(scripted_platform, Step(content="third time lucky", fail=2))
+    task_id = _submit(scripted_platform, script)
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "completed" and view["result"] == "third time lucky", view
+    events = _events(scripted_platform, task_id)
+    failures = [e["payload"] for e in events if e["event_type"] == "LlmCallFailed"]
+    assert [(f["attempt"], f["retryable"]) for f in failures] == [(1, True), (2, True)]
+    assert all(f["next_attempt_at"] for f in failures)
+    requests = [e["payload"] for e in events if e["event_type"] == "LlmCallRequested"]
+    assert [r["attempt"] for r in requests] == [1, 2, 3]
+    assert len({r["idempotency_key"] for r in requests}) == 1  # one effect, three attempts
+    assert scripted_platform.llm.count(requests[0]["idempotency_key"]) == 3
+
+
+def test_a_provider_failing_past_the_retry_limit_fails_the_task_and_dead_letters_it(
+    scripted_platform: ScriptedPlatform,
+) -> None:
+    script = _script(scripted_platform, Step(content="never", fail=10))
+    task_id = _submit(scripted_platform, script)
+    view = _ended(scripted_platform, task_id)
+    assert view["status"] == "failed" and view["error"].startswith("llm_retries_exhausted"), view
+    failures = [e for e in _events(scripted_platform, task_id) if e["event_type"] == "LlmCallFailed"]
+    assert len(failures) == 3 and failures[-1]["payload"]["retryable"] is False
+
+
+def test_requests_for_unknown_tasks_and_bad_bodies_are_refused(scripted_platform: ScriptedPlatform) -> None:
+    with api(scripted_platform.settings) as client:
+        missing = client.post(
+            "/v1/tasks/no-such-task/cancel", json={"org_id": "acme", "user_id": "alice", "reason": "x"}
+        )
+        assert missing.status_code == 404
+        bad = client.post("/v1/tasks/no-such-task/cancel", json={"org_id": "acme", "user_id": "alice"})
+        assert bad.status_code == 422
+        assert [e["field"] for e in bad.json()["errors"]] == ["reason"]
+
+
+def test_the_openapi_documents_the_new_endpoints(scripted_platform: ScriptedPlatform) -> None:
+    spec = httpx.get(
+        f"http://{scripted_platform.settings.api_host}:{scripted_platform.settings.api_port}/openapi.json"
+    ).json()
+    operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {"cancel_task", "approve_tool_call", "reject_tool_call", "list_task_approvals"} <= operations
