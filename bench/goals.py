@@ -1,4 +1,4 @@
-"""The goals of issue 3, each a ratio or bound computed from the figures of one run."""
+"""The goals of issues 3 and 4, each a ratio or bound computed from the figures of one run."""
 
 from __future__ import annotations
 
@@ -88,6 +88,26 @@ def _bound(
     return judge
 
 
+def _each_at_least(at_least: float, keys: dict[str, str]) -> Callable[[Figures], Verdict]:
+    """Met when every figure (label -> key) reaches the bound: the LLM-call goals hold per event type."""
+
+    def judge(figures: Figures) -> Verdict:
+        values = {label: _num(figures, key) for label, key in keys.items()}
+        if any(v is None for v in values.values()):
+            return Verdict("not measured", None)
+        shown = ", ".join(f"{label} {v:g}" for label, v in values.items())
+        return Verdict(shown, all(v is not None and v >= at_least for v in values.values()))
+
+    return judge
+
+
+def _serde(direction: str) -> Callable[[Figures], Verdict]:
+    return _each_at_least(
+        100_000,
+        {kind: f"serde_llm_{kind}_{direction}_per_s" for kind in ("requested", "completed")},
+    )
+
+
 GOALS: tuple[Goal, ...] = (
     Goal(
         "pipeline vs LangGraph, K=5 tasks/s",
@@ -119,6 +139,9 @@ GOALS: tuple[Goal, ...] = (
         ">= 20,000",
         _bound("rebuild_postgres_events_per_s", at_least=20_000),
     ),
+    Goal("LLM-call events encoded per core (/s)", ">= 100,000 each", _serde("encode")),
+    Goal("LLM-call events decoded per core (/s)", ">= 100,000 each", _serde("decode")),
+    Goal("LLM-call events sealed per core (/s)", ">= 100,000 each", _serde("seal")),
 )
 
 

@@ -1,10 +1,16 @@
-"""Serde: encode / decode events per second on one core, through the platform's codec.
+"""Serde: events encoded / decoded per second on one core, through the platform's codec.
 
-Events are every event of decider-built task histories (the mix the platform writes). Encode is
-``EventCodec.encode`` (pydantic dump -> fastavro -> Confluent frame with the registry id; ids are
-cached after the first call, as in the platform); decode is ``EventCodec.decode`` (unframe ->
-fastavro -> pydantic validation -> SHA-256 digest). One thread, so events/s is per core. The Avro-only
-figures (fastavro alone on the same records) show how much of each is the model layer.
+Events are every event of decider-built task histories (the mix the platform writes), and the two
+LLM-call events on their own (the goal of issue 4 is >= 100,000/s each way for them). Encode is
+``EventCodec.encode`` (model -> Avro body -> Confluent frame with the registry id; ids are cached
+after the first call, as in the platform); decode is ``EventCodec.decode`` (unframe -> Avro body ->
+models -> SHA-256 digest); seal is what the processor's ``stamp`` pays per event (encode + digest +
+the Event). The Avro-only figures are fastavro alone on the same records (what the reference path
+pays before any model work).
+
+Rates are events per CPU-second of the measuring thread (``time.thread_time``), so other processes
+on the machine cost less accuracy than with wall time; each is the median of several runs, and the
+notes give the spread.
 """
 
 from __future__ import annotations
@@ -12,98 +18,147 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import statistics
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import fastavro
+from pydantic import BaseModel
 
 from bench import fixtures as fx
 from bench.context import BenchContext
-from schemas.events import PAYLOAD_TYPES, Event
-from schemas.serde import encode_event, parsed_schema, seal, unframe
+from schemas.events import PAYLOAD_TYPES, Event, LlmCallCompleted, LlmCallRequested, RecordDeadLettered
+from schemas.serde import binding_problem, encode_event, parsed_schema, seal, unframe
 from streams.topics import EVENTS, REQUESTS
 
 SECTION = "serde"
+# Figure-name stem -> the event types measured together ("" is the whole mix).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "": (),
+    "llm_": (LlmCallRequested.record_name, LlmCallCompleted.record_name),
+    "llm_requested_": (LlmCallRequested.record_name,),
+    "llm_completed_": (LlmCallCompleted.record_name,),
+}
 
 
 async def run(ctx: BenchContext) -> dict[str, float | int | str]:
     settings = fx.section_settings(ctx, SECTION)
-    count = ctx.size(full=50_000, quick=10_000)
+    count = ctx.size(full=30_000, quick=3_000)
+    repeats = ctx.size(full=5, quick=1)
     events = [event for template in fx.templates(64) for event, _ in template.history.events]
     figures: dict[str, float | int | str] = {}
+    spreads: list[str] = []
+
+    def record(name: str, rates: list[float]) -> None:
+        figures[name] = round(statistics.median(rates))
+        if len(rates) > 1:
+            spreads.append(f"{name} {min(rates):,.0f}-{max(rates):,.0f}")
+
     try:
         async with fx.registry(settings) as settings, fx.codec(settings) as c:
             codec = c.codec
+            requests, events_topic = REQUESTS.name(settings), EVENTS.name(settings)
 
             def topic(event: Event) -> str:
-                return (REQUESTS if event.event_type == "TaskSubmitted" else EVENTS).name(settings)
+                return requests if event.event_type == "TaskSubmitted" else events_topic
 
-            # Warm-up: registers every schema and fills the client's caches, as a running platform has.
+            # Warm-up: registers every schema and fills the caches, as a running platform has.
             framed = [await codec.encode(topic(e), e) for e in events]
             if [await codec.decode(value) for value in framed] != events:
                 raise AssertionError("decode(encode(event)) differs from the event")
-            cycle = list(itertools.islice(itertools.cycle(zip(events, framed, strict=True)), count))
+            pairs = list(zip(events, framed, strict=True))
+            for stem, types in GROUPS.items():
+                chosen = [(e, v) for e, v in pairs if not types or e.event_type in types]
+                cycle = list(itertools.islice(itertools.cycle(chosen), count))
+                to_encode = [(topic(e), e) for e, _ in cycle]
+                values = [v for _, v in cycle]
 
-            began = time.perf_counter()
-            for event, _ in cycle:
-                await codec.encode(topic(event), event)
-            encode_s = time.perf_counter() - began
+                async def encode_all(items: list[tuple[str, Event]] = to_encode) -> None:
+                    for name, event in items:
+                        await codec.encode(name, event)
 
-            began = time.perf_counter()
-            for _, value in cycle:
-                await codec.decode(value)
-            decode_s = time.perf_counter() - began
+                async def decode_all(items: list[bytes] = values) -> None:
+                    for value in items:
+                        await codec.decode(value)
+
+                record(f"serde_{stem}encode_per_s", [await _rate(encode_all, count) for _ in range(repeats)])
+                record(f"serde_{stem}decode_per_s", [await _rate(decode_all, count) for _ in range(repeats)])
+                sealed = [(e.envelope, e.payload) for e, _ in cycle]
+                record(
+                    f"serde_{stem}seal_per_s", [_rate_sync(_seal_all, sealed, count) for _ in range(repeats)]
+                )
+                avro_encode, avro_decode = _avro_only(cycle)
+                record(
+                    f"serde_{stem}avro_only_encode_per_s",
+                    [_rate_sync(_fastavro_write, avro_encode, count) for _ in range(repeats)],
+                )
+                record(
+                    f"serde_{stem}avro_only_decode_per_s",
+                    [_rate_sync(_fastavro_read, avro_decode, count) for _ in range(repeats)],
+                )
+                figures[f"serde_{stem}value_bytes_avg"] = round(statistics.mean(len(v) for v in values))
     finally:
         await asyncio.to_thread(fx.delete_kafka, settings, topics=fx.catalogue_topics(settings))
 
-    # What stamp() pays per event: encode + SHA-256 + the Event model (the processor's write path).
-    began = time.perf_counter()
-    for event, _ in cycle:
-        seal(event.envelope, event.payload)
-    seal_s = time.perf_counter() - began
-
-    avro_encode_s, avro_decode_s = _avro_only(cycle)
-    size = sum(len(value) for _, value in cycle) / len(cycle)
-    figures |= {
-        "serde_encode_per_s": round(count / encode_s),
-        "serde_decode_per_s": round(count / decode_s),
-        "serde_seal_per_s": round(count / seal_s),
-        "serde_avro_only_encode_per_s": round(count / avro_encode_s),
-        "serde_avro_only_decode_per_s": round(count / avro_decode_s),
-        "serde_events": count,
-        "serde_value_bytes_avg": round(size),
-    }
+    figures["serde_events"] = count
+    records: list[type[BaseModel]] = [*PAYLOAD_TYPES.values(), RecordDeadLettered]
+    uncompiled = {cls.__name__: problem for cls in records if (problem := binding_problem(cls)) is not None}
     ctx.note(
-        f"serde: {count} events cycling over {len(events)} distinct decider-built events (avg {size:.0f} B "
-        "framed), one thread. encode = EventCodec.encode, decode = EventCodec.decode (incl. SHA-256 "
-        "digest and pydantic validation); avro_only = fastavro schemaless write/read of the same "
-        "records with schemas parsed once by fastavro.parse_schema. schemas.serde._write passes fastavro "
-        "the unmarked load_schema() dict, which fastavro re-parses on every write: that is most of the "
-        "gap between serde_encode and serde_avro_only_encode."
+        f"serde: {count} events per measurement cycling over {len(events)} distinct decider-built events "
+        f"(mix) or over the LLM-call events among them (llm_*), one thread; events per CPU-second of "
+        f"that thread, median of {repeats} runs. encode = EventCodec.encode, decode = "
+        "EventCodec.decode (incl. SHA-256 digest and the models), seal = schemas.serde.seal; "
+        "avro_only = fastavro schemaless write/read of the same records (schemas parsed once). "
+        "Records without a compiled writer/reader (reference path only): "
+        + (", ".join(f"{name} ({why})" for name, why in uncompiled.items()) or "none")
+        + "."
     )
+    if spreads:
+        ctx.note("serde spread (min-max over the runs): " + "; ".join(spreads))
     return figures
 
 
-def _avro_only(cycle: list[tuple[Event, bytes]]) -> tuple[float, float]:
-    """fastavro alone: the floor under the codec, on the same records."""
-    # Parsed once with fastavro.parse_schema (which marks it parsed); schemas.serde hands fastavro
-    # the unmarked load_schema() result, which fastavro parses again on every write.
+async def _rate(loop: Callable[[], Awaitable[None]], count: int) -> float:
+    began = time.thread_time()
+    await loop()
+    return count / (time.thread_time() - began)
+
+
+def _rate_sync(loop: Callable[[Any], None], items: Any, count: int) -> float:
+    began = time.thread_time()
+    loop(items)
+    return count / (time.thread_time() - began)
+
+
+def _seal_all(items: Iterable[tuple[Any, Any]]) -> None:
+    for envelope, payload in items:
+        seal(envelope, payload)
+
+
+def _fastavro_write(items: Iterable[tuple[Any, dict[str, Any]]]) -> None:
+    for schema, record in items:
+        fastavro.schemaless_writer(io.BytesIO(), schema, record)
+
+
+def _fastavro_read(items: Iterable[tuple[Any, bytes]]) -> None:
+    for schema, body in items:
+        fastavro.schemaless_reader(io.BytesIO(body), schema, None)
+
+
+def _avro_only(
+    cycle: list[tuple[Event, bytes]],
+) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, bytes]]]:
+    """fastavro alone, on the same records: the floor under the reference path."""
     schemas = {name: fastavro.parse_schema(parsed_schema(name)) for name in PAYLOAD_TYPES}
     records: list[tuple[Any, dict[str, Any]]] = []
     for event, _ in cycle:
         record = event.payload.model_dump(mode="python")
         record["envelope"] = event.envelope.model_dump(mode="python")
         records.append((schemas[event.payload.fullname()], record))
-    bodies = [unframe(value)[1] for _, value in cycle]
-    began = time.perf_counter()
-    for schema, record in records:
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, schema, record)
-    encode_s = time.perf_counter() - began
-    began = time.perf_counter()
-    for (schema, _), body in zip(records, bodies, strict=True):
-        fastavro.schemaless_reader(io.BytesIO(body), schema, None)
-    decode_s = time.perf_counter() - began
-    if encode_event(cycle[0][0]) != bodies[0]:
-        raise AssertionError("the Avro-only path does not write the codec's bytes")
-    return encode_s, decode_s
+    bodies = [(schema, unframe(value)[1]) for (schema, _), (_, value) in zip(records, cycle, strict=True)]
+    written = io.BytesIO()
+    fastavro.schemaless_writer(written, records[0][0], records[0][1])
+    if written.getvalue() != encode_event(cycle[0][0]):
+        raise AssertionError("fastavro does not write the codec's bytes")
+    return records, bodies

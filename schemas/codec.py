@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryClient, RegistryRejected, subject_for
 from schemas.requests import TaskRequest
 from schemas.serde import (
     decode_dead_letter,
-    decode_event,
     decode_request,
     encode_dead_letter,
     encode_event,
     encode_request,
+    event_reader,
     frame,
     is_request,
     schema_json,
@@ -28,13 +30,28 @@ class EventCodec:
 
     def __init__(self, registry: RegistryClient) -> None:
         self.registry = registry
+        # A subject's id for our schema text and the schema behind an id never change, so after the
+        # first event of each kind no await reaches the registry client (three coroutine hops and
+        # a cache lookup there, ~10 % of encoding or decoding an event).
+        self._ids: dict[tuple[str, str], int] = {}
+        self._readers: dict[int, Callable[[bytes], Event]] = {}
 
     async def schema_id(self, topic: str, record_fullname: str) -> int:
-        return await self.registry.register(subject_for(topic, record_fullname), schema_json(record_fullname))
+        key = (topic, record_fullname)
+        schema_id = self._ids.get(key)
+        if schema_id is None:
+            schema_id = await self.registry.register(
+                subject_for(topic, record_fullname), schema_json(record_fullname)
+            )
+            self._ids[key] = schema_id
+        return schema_id
 
     async def encode_body(self, topic: str, record_fullname: str, body: bytes) -> bytes:
         """Frame an already-encoded body (the bytes whose digest the hash chain holds)."""
-        return frame(await self.schema_id(topic, record_fullname), body)
+        schema_id = self._ids.get((topic, record_fullname))
+        if schema_id is None:
+            schema_id = await self.schema_id(topic, record_fullname)
+        return frame(schema_id, body)
 
     async def encode(self, topic: str, event: Event) -> bytes:
         return await self.encode_body(topic, event.payload.fullname(), encode_event(event))
@@ -53,7 +70,11 @@ class EventCodec:
     async def decode(self, data: bytes | None) -> Event:
         """Decode a framed task event; raises on bad framing, unknown ids, unknown records, bad bodies."""
         schema_id, body = unframe(data)
-        return decode_event(body, await self._writer_schema(schema_id))
+        read = self._readers.get(schema_id)
+        if read is None:
+            read = event_reader(await self._writer_schema(schema_id))
+            self._readers[schema_id] = read
+        return read(body)
 
     async def encode_request(self, topic: str, request: TaskRequest) -> bytes:
         return await self.encode_body(topic, request.fullname(), encode_request(request))
