@@ -14,6 +14,7 @@ with the events costs one extra record.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -30,6 +31,10 @@ class TaskStates:
     def __init__(self) -> None:
         self._live: dict[str, TaskState] = {}
         self._finished: dict[str, Status] = {}
+        # Unfinished tasks loaded from checkpoints, with when each was saved: a worker that died
+        # may have written events after its last checkpoint (or, across partitions, the checkpoint
+        # without all of its events), so these are reconciled with the log before they run.
+        self.restored: dict[str, datetime] = {}
 
     def get(self, task_id: str) -> TaskState | None:
         if (status := self._finished.get(task_id)) is not None:
@@ -69,11 +74,13 @@ class TaskStates:
                 for tp, records in batch.items():
                     for record in records:
                         if record.value is not None:
-                            self.put(
-                                await _state_of(
-                                    codec, record.value, f"{tp.topic}[{tp.partition}]@{record.offset}"
-                                )
-                            )
+                            position = f"{tp.topic}[{tp.partition}]@{record.offset}"
+                            state, saved_at = await _state_of(codec, record.value, position)
+                            self.put(state)
+                            if state.status in TERMINAL:
+                                self.restored.pop(state.task_id, None)
+                            else:
+                                self.restored[state.task_id] = saved_at
                             read += 1
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
@@ -87,8 +94,8 @@ class CheckpointError(ValueError):
     """A task-state record is not a decodable ``CheckpointSaved``."""
 
 
-async def _state_of(codec: EventCodec, value: bytes, position: str) -> TaskState:
+async def _state_of(codec: EventCodec, value: bytes, position: str) -> tuple[TaskState, datetime]:
     event = await codec.decode(value)
     if not isinstance(event.payload, CheckpointSaved):
         raise CheckpointError(f"{position}: expected CheckpointSaved, found {event.event_type}")
-    return TaskState.model_validate_json(event.payload.state_json)
+    return TaskState.model_validate_json(event.payload.state_json), event.envelope.occurred_at

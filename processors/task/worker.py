@@ -22,6 +22,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -30,6 +31,7 @@ import mode.loop
 from processors.task.commands import CancelTask, Command, DecideApproval
 from processors.task.decider import RETRY_EXHAUSTED, evolve
 from processors.task.interpreters import build_runner
+from processors.task.recovery import reconcile
 from processors.task.runner import TaskRunner, utc_now
 from processors.task.scheduler import Scheduler
 from processors.task.state import TERMINAL, Status, TaskState
@@ -40,6 +42,7 @@ from schemas.registry.client import RegistryClient, RegistryUnavailable
 from schemas.requests import ApprovalDecided, CancellationRequested, TaskRequest
 from streams.faust_app import create_app
 from streams.headers import header_map
+from streams.history import read_task_events
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
 from streams.topics import REQUESTS, TASK_STATE
@@ -224,6 +227,10 @@ def build_app(settings: Settings | None = None) -> faust.App:
             queued.release()
         try:
             state = states.get(run.task_id) or TaskState()
+            saved_at = states.restored.pop(run.task_id, None)
+            if saved_at is not None:
+                state = await reconcile(state, saved_at, partial(read_history, run.task_id))
+                states.put(state)
             if run.submission is not None and state.status is Status.NEW:
                 state = evolve(state, run.submission)
                 states.put(state)
@@ -258,6 +265,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
             return
         for record in run.records:
             await ack(record)
+
+    async def read_history(task_id: str, since: datetime | None) -> list[Event]:
+        return await read_task_events(settings, resources.codec, task_id, since=since)
 
     async def dispatch() -> None:
         """Start every task the scheduler allows; sleep until a slot frees or a delay ends."""
