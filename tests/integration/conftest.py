@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from psycopg.rows import dict_row
 
+from schemas.codec import EventCodec
+from schemas.events import RecordDeadLettered
+from schemas.registry.client import RegistryClient
 from streams.settings import Settings
+from streams.topics import DEAD_LETTER
 
 TASK_TIMEOUT = 60.0
 QUERY = "What is (17 + 25) * 3?"
@@ -60,3 +66,27 @@ def completed_task(platform: Settings) -> dict[str, Any]:
     view = submit_and_wait(platform, {"query": QUERY, "org_id": "acme", "user_id": "alice"})
     assert view["status"] == "completed", view
     return view
+
+
+async def read_dead_letters(
+    settings: Settings, minimum: int, timeout: float = 60
+) -> list[RecordDeadLettered]:
+    """The records on the dead-letter topic, once at least ``minimum`` are there (or the timeout)."""
+    registry = RegistryClient(settings.schema_registry_url)
+    codec = EventCodec(registry)
+    consumer = AIOKafkaConsumer(
+        DEAD_LETTER.name(settings), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[RecordDeadLettered] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < minimum and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                found += [await codec.decode_dead_letter(r.value) for r in records]
+    finally:
+        await consumer.stop()
+        await registry.close()
+    return found

@@ -7,17 +7,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from api.routes.tasks import task_id_for
 from processors.task.history import submission
 from schemas.codec import EventCodec
-from schemas.events import RecordDeadLettered, TaskSubmitted
+from schemas.events import TaskSubmitted
 from schemas.registry.client import RegistryClient
 from streams.history import partition_for
 from streams.settings import Settings
-from streams.topics import DEAD_LETTER, REQUESTS
-from tests.integration.conftest import submit_and_wait
+from streams.topics import REQUESTS
+from tests.integration.conftest import read_dead_letters, submit_and_wait
 
 GARBAGE = b"\x00\x00\x00\xff\xffthis is not avro"
 
@@ -30,27 +30,6 @@ async def _produce_raw(settings: Settings, topic: str, key: bytes, value: bytes)
         return metadata.partition, metadata.offset
     finally:
         await producer.stop()
-
-
-async def _dead_letters(settings: Settings, minimum: int, timeout: float = 60) -> list[RecordDeadLettered]:
-    registry = RegistryClient(settings.schema_registry_url)
-    codec = EventCodec(registry)
-    consumer = AIOKafkaConsumer(
-        DEAD_LETTER.name(settings), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    found: list[RecordDeadLettered] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(found) < minimum and loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                found += [await codec.decode_dead_letter(r.value) for r in records]
-    finally:
-        await consumer.stop()
-        await registry.close()
-    return found
 
 
 def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_flowing(
@@ -79,7 +58,7 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
     assert follower["result"] == "[offline planner] The result is 4."
 
     # Every consumer of the requests topic parks it: the processor and both projectors.
-    records = asyncio.run(_dead_letters(platform, minimum=3))
+    records = asyncio.run(read_dead_letters(platform, minimum=3))
     mine = [
         r
         for r in records
@@ -120,7 +99,7 @@ def test_a_truncated_event_is_dead_lettered_with_its_reason(platform: Settings) 
     partition, offset = asyncio.run(_produce_raw(platform, topic, task_id.encode(), truncated))
 
     # Read what every consumer parked within the wait, then pick the task runner's record of ours.
-    records = asyncio.run(_dead_letters(platform, minimum=10_000, timeout=15))
+    records = asyncio.run(read_dead_letters(platform, minimum=10_000, timeout=15))
     mine = [
         r
         for r in records
