@@ -152,6 +152,50 @@ def schemas_release() -> None:
         console.print("nothing changed since the last release")
 
 
+policy_app = typer.Typer(help="The tool-call policy (Cedar; docs/policy.md).", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    request: Annotated[
+        str,
+        typer.Argument(
+            help='The request as JSON, @file or @- (stdin): {"org_id", "user_id", "role", "tool", ...}.'
+        ),
+    ],
+    policy_dir: Annotated[
+        Path | None,
+        typer.Option(help="Per-org policy files (default: AGENTLOG_POLICY_DIR, else defaults only)."),
+    ] = None,
+) -> None:
+    """Judge one tool call as the processor would: allow, deny or require approval, and which rule decided."""
+    from processors.policy.check import PolicyRequestError, check_request
+    from processors.policy.loader import PolicyDirectoryError
+    from processors.policy.policy_file import PolicyFileError
+
+    text = _read_argument(request)
+    configured = get_settings().policy_dir
+    directory = policy_dir or (Path(configured) if configured else None)
+    try:
+        decision = check_request(text, directory)
+    except (PolicyRequestError, PolicyFileError, PolicyDirectoryError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(decision.model_dump_json(indent=2))
+
+
+def _read_argument(value: str) -> str:
+    """A literal argument, or the contents of ``@file`` / ``@-`` (stdin)."""
+    if value == "@-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(escape(f"{value}: {exc.strerror or exc}")) from exc
+    return value
+
+
 @app.command()
 def prepare() -> None:
     """Create the Kafka topics and apply the Postgres migrations (idempotent)."""
@@ -314,10 +358,7 @@ def produce(
     if event_type is None or data is None:
         raise _fail("give an EVENT_TYPE and --data JSON|@FILE|@- (or --list)")
     try:
-        text = sys.stdin.read() if data == "@-" else Path(data[1:]).read_text() if data[:1] == "@" else data
-        fields = json.loads(text)
-    except OSError as exc:
-        raise _fail(escape(f"--data {data}: {exc.strerror or exc}")) from exc
+        fields = json.loads(_read_argument(data))
     except json.JSONDecodeError as exc:
         raise _fail(escape(f"--data is not valid JSON: {exc}")) from exc
     try:
