@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,23 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     offline_llm_port: int = 8090
     llm_timeout_seconds: float = 60.0
+    # The LLM gateway (processors/llm/gateway.py, docs/llm-gateway.md).
+    llm_providers_file: Path | None = Field(
+        default=None, description="YAML providers file; none: the offline planner, or OPENAI_BASE_URL."
+    )
+    llm_attempts_per_provider: int = Field(
+        default=3, ge=1, description="Tries of one provider before the next."
+    )
+    llm_backoff_initial_seconds: float = Field(default=0.2, ge=0)
+    llm_backoff_max_seconds: float = Field(default=5.0, ge=0)
+    llm_breaker_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    llm_breaker_min_calls: int = Field(default=4, ge=1)
+    llm_breaker_window_seconds: float = Field(default=30.0, gt=0)
+    llm_breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+    llm_cache_enabled: bool = Field(default=True, description="Exact and semantic prompt cache in Redis.")
+    llm_cache_ttl_seconds: int = Field(default=3600, ge=1)
+    llm_cache_semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+    llm_budget_completion_tokens: int = Field(default=1024, ge=0)
     max_steps: int = Field(default=8, ge=1, description="Agent loop step limit of each agent of a task.")
     max_attempts: int = Field(
         default=3, ge=1, description="Attempts of one failed LLM or tool call, with durable backoff between."

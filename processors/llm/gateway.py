@@ -22,7 +22,6 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -52,10 +51,10 @@ JSON = "application/json"
 ModelCommand = RecordModelResponse | RecordModelFailure
 
 
-class GatewaySettings(BaseSettings):
-    """The gateway's own knobs (``AGENTLOG_LLM_*``)."""
+class GatewaySettings(BaseModel):
+    """The gateway's own knobs; the platform sets them through ``Settings`` (``AGENTLOG_LLM_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTLOG_LLM_", extra="ignore")
+    model_config = ConfigDict(frozen=True)
 
     providers_file: Path | None = Field(default=None, description="YAML providers file (providers.py).")
     attempts_per_provider: int = Field(default=3, ge=1)
@@ -70,6 +69,11 @@ class GatewaySettings(BaseSettings):
     cache_semantic_threshold: float = 0.95
     # Completion tokens assumed when reserving budget before a call (the settled cost is the real one).
     budget_completion_tokens: int = Field(default=1024, ge=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewaySettings:
+        """The knobs as the platform's settings give them (each field is ``Settings.llm_<name>``)."""
+        return cls(**{name: getattr(settings, f"llm_{name}") for name in cls.model_fields})
 
 
 class OrgBudget(BaseModel):
@@ -131,7 +135,7 @@ class LlmGateway:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = gateway_settings or GatewaySettings()
+        self.settings = gateway_settings or GatewaySettings.from_settings(settings)
         if providers is None:
             file = self.settings.providers_file
             providers = load_providers(file) if file is not None else default_providers(settings)
