@@ -31,11 +31,11 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -126,6 +126,9 @@ _ZIGZAG = tuple(_zigzag_varint(i) for i in range(_ZIGZAG_CACHED))
 _ONE_BYTE = tuple((b >> 1) ^ -(b & 1) if b < 0x80 else None for b in range(256))
 # First byte of a string/bytes -> bytes taken by its one-byte length and content (0: longer length).
 _SHORT_SIZED = tuple((b >> 1) + 1 if b < 0x80 and not b & 1 else 0 for b in range(256))
+# First byte of a two-byte non-negative length (64..8191: hashes, JSON texts) -> its low six bits
+# of the length, else -1; the second byte gives the rest (<< 6) when it has no continuation bit.
+_TWO_BYTE_LOW = tuple((b & 0x7F) >> 1 if b >= 0x80 and not b & 1 else -1 for b in range(256))
 
 
 def _read_varint(buf: bytes, p: int) -> tuple[int, int]:
@@ -181,16 +184,31 @@ def constructor(cls: type[BaseModel]) -> Callable[..., Any]:
     return code.build(f"make_{cls.__name__}", ", ".join(names), code.lines)
 
 
+_BOOKKEEPING = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """What ``object.__setattr__(obj, name, value)`` calls for a ``cls`` instance: the data
+    descriptor found on the class, called directly (~25 % cheaper per model)."""
+    for klass in cls.__mro__:
+        found = klass.__dict__.get(name)
+        if found is not None:
+            setter = getattr(found, "__set__", None)
+            if setter is None:
+                raise UnsupportedBinding(f"{cls.__name__}.{name} is not a slot")
+            return cast(Callable[[Any, Any], None], setter)
+    raise UnsupportedBinding(f"{cls.__name__} has no {name} slot")
+
+
 def _emit_new(code: _Code, indent: int, target: str, cls: type[BaseModel], values: dict[str, str]) -> None:
     """``target = cls`` with ``values`` (field -> expression), as validation leaves a model."""
     fields = ", ".join(f"{name!r}: {values[name]}" for name in cls.__pydantic_fields__)
+    state, fields_set, extra, private = (code.const(_slot_setter(cls, name), "slot") for name in _BOOKKEEPING)
     code.emit(indent, f"{target} = _object_new({code.const(cls, cls.__name__)})")
-    code.emit(indent, f"_set({target}, '__dict__', {{{fields}}})")
-    code.emit(
-        indent, f"_set({target}, '__pydantic_fields_set__', set({code.const(frozenset(values), 'names')}))"
-    )
-    code.emit(indent, f"_set({target}, '__pydantic_extra__', None)")
-    code.emit(indent, f"_set({target}, '__pydantic_private__', None)")
+    code.emit(indent, f"{state}({target}, {{{fields}}})")
+    code.emit(indent, f"{fields_set}({target}, {{*{code.const(frozenset(values), 'names')}}})")
+    code.emit(indent, f"{extra}({target}, None)")
+    code.emit(indent, f"{private}({target}, None)")
 
 
 def check_constructible(cls: type[BaseModel]) -> None:
@@ -230,6 +248,13 @@ def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
                 raise UnsupportedBinding(f"{annotation!r} carries {constraint!r}")
             constraints.append(constraint)
     return base, constraints
+
+
+# pydantic-core's UUID parser (Rust, ~4x faster than uuid.UUID(text)). It takes the 32-digit,
+# hyphenated, braced and urn:uuid: forms, all of which uuid.UUID reads as the same value; uuid.UUID
+# also takes odder spellings, which this refuses, so the reference path (uuid.UUID, as fastavro
+# reads it) decides those.
+_parse_uuid = TypeAdapter(UUID).validator.validate_python
 
 
 def _implied_by_int64(constraint: Any) -> bool:
@@ -525,7 +550,15 @@ class _ReaderCompiler:
         c.emit(indent + 1, f"{target} = buf[p + 1:{e}]{'.decode()' if decode else ''}")
         c.emit(indent + 1, f"p = {e}")
         c.emit(indent, "else:")
-        c.emit(indent + 1, f"{target}, p = {'_str' if decode else '_sized'}(buf, p)")
+        low, high = c.fresh("lo"), c.fresh("hi")
+        c.emit(indent + 1, f"{low} = _LOW[buf[p]]")
+        c.emit(indent + 1, f"{high} = buf[p + 1]")
+        c.emit(indent + 1, f"if {low} >= 0 and {high} < 128:")
+        c.emit(indent + 2, f"{e} = p + 2 + ({low} | {high} << 6)")
+        c.emit(indent + 2, f"{target} = buf[p + 2:{e}]{'.decode()' if decode else ''}")
+        c.emit(indent + 2, f"p = {e}")
+        c.emit(indent + 1, "else:")
+        c.emit(indent + 2, f"{target}, p = {'_str' if decode else '_sized'}(buf, p)")
 
     def count(self, indent: int, target: str, what: str) -> None:
         """A block count of an array or map; every item takes at least one byte, so more than the
@@ -646,8 +679,7 @@ class _ReaderCompiler:
         if (kind, logical) == ("string", "uuid") and annotation is UUID:
             s = c.fresh("s")
             self.sized(indent, s, decode=True)
-            # As fastavro reads it; pydantic keeps a UUID as it is.
-            c.emit(indent, f"{target} = {c.const(UUID, 'UUID')}({s})")
+            c.emit(indent, f"{target} = {c.const(_parse_uuid, 'uuid')}({s})")
         elif (kind, logical) == ("long", "timestamp-millis") and annotation is datetime:
             ms = c.fresh("t")
             self.long(indent, ms)
@@ -699,11 +731,11 @@ _WRITER_CONSTANTS = {"_ZZ": _ZIGZAG, "_varint": _zigzag_varint, "_Invalid": Inva
 _READER_CONSTANTS = {
     "_ONE": _ONE_BYTE,
     "_SIZED": _SHORT_SIZED,
+    "_LOW": _TWO_BYTE_LOW,
     "_varint": _read_varint,
     "_sized": _read_sized,
     "_str": _read_str,
     "_object_new": object.__new__,
-    "_set": object.__setattr__,
     "_Invalid": InvalidBody,
 }
 
