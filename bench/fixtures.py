@@ -150,7 +150,7 @@ def build_task(task_id: str, number: int, shape: TaskShape, *, started: datetime
         org_id=f"org-{number % 7}",
         user_id=f"user-{number % 97}",
         payload=TaskSubmitted(
-            query=f"What is ({a} + {b}) * {c}? Use the calculator and show each step. (task {number})",
+            query=f"What is ({a} + {b}) * {c}, using the calculator for each step (task {number})?",
             context={"channel": "api", "locale": "en-GB"},
             priority=Priority.NORMAL,
             session_id=f"session-{number % 500}",

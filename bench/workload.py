@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 TOOL_NAME = "calculator"
@@ -32,9 +33,14 @@ CALCULATOR_SPEC: dict[str, Any] = {
 }
 
 
+# Unique per bench process: the platform's prompt cache (Redis, 1 h) must not answer a task of this
+# run from an earlier run's identical conversation, which would flatter the figures.
+RUN_ID = uuid.uuid4().hex[:8]
+
+
 def task_query(steps: int, number: int) -> str:
     """The user message of bench task ``number`` with ``steps`` model+tool steps."""
-    return f"[bench steps={steps}] task {number}: add up the step numbers"
+    return f"[bench steps={steps}] run {RUN_ID} task {number}: add up the step numbers"
 
 
 def steps_of(text: str) -> int:

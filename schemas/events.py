@@ -23,10 +23,10 @@ Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
-def _millisecond_utc(value: datetime | None) -> datetime | None:
+def millisecond_utc(value: datetime | None) -> datetime | None:
     """Avro timestamp-millis keeps milliseconds in UTC; normalising here makes encode/decode exact."""
-    if value is None:
-        return None
+    if value is None or (value.tzinfo is UTC and not value.microsecond % 1000):
+        return value  # already UTC milliseconds: every decoded timestamp takes this path
     if value.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware (UTC)")
     return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
@@ -84,7 +84,7 @@ class Envelope(BaseModel):
     producer_version: str
     prev_hash: str | None = None
 
-    _millis = field_validator("occurred_at")(_millisecond_utc)
+    _millis = field_validator("occurred_at")(millisecond_utc)
 
 
 class Payload(BaseModel):
@@ -140,7 +140,7 @@ class TaskSubmitted(Payload):
     token_budget: Int64 | None = None
     user_role: str | None = None
 
-    _millis = field_validator("not_before")(_millisecond_utc)
+    _millis = field_validator("not_before")(millisecond_utc)
 
 
 class TaskAccepted(Payload):
@@ -281,7 +281,7 @@ class LlmCallFailed(Payload):
     retryable: bool = False
     next_attempt_at: datetime | None = None
 
-    _millis = field_validator("next_attempt_at")(_millisecond_utc)
+    _millis = field_validator("next_attempt_at")(millisecond_utc)
 
 
 class _ToolCallFact(Payload):
@@ -330,7 +330,7 @@ class ToolCallFailed(_ToolCallFact):
     retryable: bool = False
     next_attempt_at: datetime | None = None
 
-    _millis = field_validator("next_attempt_at")(_millisecond_utc)
+    _millis = field_validator("next_attempt_at")(millisecond_utc)
 
 
 class ApprovalRequested(Payload):

@@ -9,11 +9,13 @@ after its submission, so the worker that runs the task receives it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.events import millisecond_utc
 
 REQUESTS_NAMESPACE = "agentlog.requests"
 
@@ -29,12 +31,7 @@ class RequestHeader(BaseModel):
     producer: str
     producer_version: str
 
-    @field_validator("issued_at")
-    @classmethod
-    def _millisecond_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("timestamps must be timezone-aware (UTC)")
-        return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    _millis = field_validator("issued_at")(millisecond_utc)
 
 
 class TaskRequest(BaseModel):

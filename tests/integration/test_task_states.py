@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from processors.task.decider import Status, TaskState, fold
@@ -57,7 +58,9 @@ def test_state_topic_holds_the_fold_of_the_log(platform: Settings, completed_tas
 def test_a_resubmitted_finished_task_is_not_run_again(
     platform: Settings, completed_task: dict[str, Any]
 ) -> None:
-    body = {"query": QUERY, "org_id": "acme", "user_id": "alice", "idempotency_key": "states-redelivery"}
+    # A key of this run only: the task id derives from it, and the read model outlives test runs.
+    key = f"states-redelivery-{uuid.uuid4()}"
+    body = {"query": QUERY, "org_id": "acme", "user_id": "alice", "idempotency_key": key}
     with api(platform) as client:
         first = client.post("/v1/tasks", json=body).json()["task_id"]
         deadline = time.monotonic() + 60
