@@ -265,6 +265,12 @@ def _fail(d: _Decision, reason: str, error: str, agent_id: str = MAIN_AGENT) -> 
     d.emit(TaskFailed(reason=reason, error=error, **_totals(d.state)))
 
 
+def _refuse_for_budget(d: _Decision, exceeded: BudgetExceeded, error: str, agent_id: str) -> None:
+    """A call a budget does not allow is not made: the refusal is recorded and the task ends."""
+    d.emit(exceeded)
+    _fail(d, "budget", error, agent_id)
+
+
 def _start(command: StartTask, d: _Decision) -> None:
     state = d.state
     if state.status is not Status.SUBMITTED:
@@ -317,26 +323,22 @@ def _request(
     prompt = f"[{','.join((*agent.messages, *added))}]"
     estimate = len(prompt) // CHARS_PER_TOKEN + ANSWER_TOKENS
     if state.token_budget is not None and state.total_tokens + estimate > state.token_budget:
-        d.emit(
-            BudgetExceeded(
-                scope=BudgetScope.TASK,
-                scope_id=state.task_id,
-                idempotency_key=idempotency_key(state.task_id, step, agent_id=agent_id),
-                requested_tokens=estimate,
-                requested_usd=0.0,
-                used_tokens=state.total_tokens,
-                used_usd=state.cost_usd,
-                limit_tokens=state.token_budget,
-                action="fail",
-            )
+        exceeded = BudgetExceeded(
+            scope=BudgetScope.TASK,
+            scope_id=state.task_id,
+            idempotency_key=idempotency_key(state.task_id, step, agent_id=agent_id),
+            requested_tokens=estimate,
+            requested_usd=0.0,
+            used_tokens=state.total_tokens,
+            used_usd=state.cost_usd,
+            limit_tokens=state.token_budget,
+            action="fail",
         )
-        _fail(
-            d,
-            "budget",
+        error = (
             f"the next call needs ~{estimate} tokens and {state.total_tokens} of the task's "
-            f"{state.token_budget} are used",
-            agent_id,
+            f"{state.token_budget} are used"
         )
+        _refuse_for_budget(d, exceeded, error, agent_id)
         return
     d.emit(
         LlmCallRequested(
@@ -655,23 +657,18 @@ def _budget(command: RecordBudgetVerdict, d: _Decision) -> None:
         "limit_usd": command.limit_usd,
     }
     if command.exceeded:
-        d.emit(
-            BudgetExceeded(
-                **scope,
-                idempotency_key=command.idempotency_key,
-                requested_tokens=command.tokens,
-                requested_usd=command.cost_usd,
-                action="fail",
-            )
+        exceeded = BudgetExceeded(
+            **scope,
+            idempotency_key=command.idempotency_key,
+            requested_tokens=command.tokens,
+            requested_usd=command.cost_usd,
+            action="fail",
         )
-        _fail(
-            d,
-            "budget",
-            command.reason
-            or f"the org's daily budget of {command.limit_usd} USD is spent ({command.used_usd:.6f} used, "
-            f"the call needs ~{command.cost_usd:.6f})",
-            agent.agent_id,
+        error = command.reason or (
+            f"the org's daily budget of {command.limit_usd} USD is spent ({command.used_usd:.6f} used, "
+            f"the call needs ~{command.cost_usd:.6f})"
         )
+        _refuse_for_budget(d, exceeded, error, agent.agent_id)
         return
     d.emit(
         BudgetReserved(

@@ -8,7 +8,6 @@ model, and every task's history on the log folds without a broken link.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 import signal
@@ -21,13 +20,10 @@ import psutil
 import pytest
 
 from processors.task.decider import fold
-from schemas.codec import EventCodec
-from schemas.registry.client import RegistryClient
-from streams.history import read_task_events
 from streams.settings import Settings
 from tests.fixtures.platform import ScriptedPlatform, running_platform
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
-from tests.integration.conftest import api, pg_rows, wait_for
+from tests.integration.conftest import api, pg_rows, task_history, wait_for
 
 TASKS = 8
 STEPS = 4  # LLM calls per task: three with a (pure) calculator call, then the answer
@@ -56,17 +52,6 @@ def _processor(serve: int) -> psutil.Process:
         return None
 
     return wait_for(found, 60, "a running processor")  # type: ignore[no-any-return]
-
-
-def _history(settings: Settings, task_id: str) -> list[Any]:
-    async def read() -> list[Any]:
-        registry = RegistryClient(settings.schema_registry_url)
-        try:
-            return await read_task_events(settings, EventCodec(registry), task_id)
-        finally:
-            await registry.close()
-
-    return asyncio.run(read())
 
 
 def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platform: ScriptedPlatform) -> None:
@@ -127,7 +112,7 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
 
     redone = 0
     for task_id in task_ids:
-        history = _history(platform.settings, task_id)
+        history = task_history(platform.settings, task_id)
         folded = fold(history)  # raises on a gap or a broken hash link
         assert folded.status.value == "completed"
         completions = {e.payload.idempotency_key: e for e in history if e.event_type == "LlmCallCompleted"}

@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaConsumer
 from psycopg.rows import dict_row
 
 from schemas.codec import EventCodec
-from schemas.events import RecordDeadLettered
+from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryClient
+from streams.history import read_task_events
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER
 
@@ -90,3 +91,16 @@ async def read_dead_letters(
         await consumer.stop()
         await registry.close()
     return found
+
+
+def task_history(settings: Settings, task_id: str) -> list[Event]:
+    """The task's events read back from the log (not the read models), in sequence order."""
+
+    async def read() -> list[Event]:
+        registry = RegistryClient(settings.schema_registry_url)
+        try:
+            return await read_task_events(settings, EventCodec(registry), task_id)
+        finally:
+            await registry.close()
+
+    return asyncio.run(read())

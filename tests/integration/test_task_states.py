@@ -11,21 +11,9 @@ from processors.task.decider import Status, TaskState, fold
 from processors.task.states import TaskStates
 from schemas.codec import EventCodec
 from schemas.registry.client import RegistryClient
-from streams.history import read_task_events
 from streams.settings import Settings
 from streams.topics import TASK_STATE
-from tests.integration.conftest import QUERY, api, pg_rows
-
-
-def _history(settings: Settings, task_id: str) -> list[Any]:
-    async def read() -> list[Any]:
-        registry = RegistryClient(settings.schema_registry_url)
-        try:
-            return await read_task_events(settings, EventCodec(registry), task_id)
-        finally:
-            await registry.close()
-
-    return asyncio.run(read())
+from tests.integration.conftest import QUERY, api, pg_rows, task_history
 
 
 def _load(settings: Settings, states: TaskStates) -> int:
@@ -50,7 +38,7 @@ def test_state_topic_holds_the_fold_of_the_log(platform: Settings, completed_tas
     stored = states.get(completed_task["task_id"])
     assert stored is not None and stored.status is Status.COMPLETED
 
-    folded = fold(_history(platform, completed_task["task_id"]), TaskState())
+    folded = fold(task_history(platform, completed_task["task_id"]), TaskState())
     assert folded.status is Status.COMPLETED
     assert folded.sequence == completed_task["last_sequence"]
 
@@ -76,4 +64,4 @@ def test_a_resubmitted_finished_task_is_not_run_again(
     time.sleep(3)  # ample for the processor to (wrongly) start a second run
     rows = pg_rows(platform, "SELECT count(*) AS n FROM task_events WHERE task_id = %s", first)
     assert rows[0]["n"] == events_before
-    assert len(_history(platform, first)) == events_before
+    assert len(task_history(platform, first)) == events_before
