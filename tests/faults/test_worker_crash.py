@@ -106,7 +106,15 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
                 views.append(view)
         return views
 
-    views = wait_for(all_done, 240, "every task to end after the kills")
+    try:
+        views = wait_for(all_done, 240, "every task to end after the kills")
+    except AssertionError:
+        with api(platform.settings) as client:
+            seen = {t: client.get(f"/v1/tasks/{t}").json() for t in task_ids}
+        summary = {
+            t: (v.get("status"), v.get("event_count"), v.get("last_sequence")) for t, v in seen.items()
+        }
+        raise AssertionError(f"tasks did not all end after the kills: {summary}") from None
     assert [v["status"] for v in views] == ["completed"] * TASKS, [v["error"] for v in views]
     assert {v["result"] for v in views} == {"all done"}
 
