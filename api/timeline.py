@@ -38,7 +38,7 @@ def _detail(event: Event) -> str:
             return f"{payload.execution_mode.value.lower()} (complexity {payload.complexity:.2f})"
         case LlmCallRequested():
             added = len(json.loads(payload.messages_json))
-            return f"prompt of {payload.prompt_messages} messages (+{added}), tools={payload.tools}"
+            return f"prompt of {payload.prompt_messages} messages (+{added}), {len(payload.tools)} tools"
         case LlmCallCompleted():
             calls = [c["name"] for c in json.loads(payload.tool_calls_json)]
             cached = f"[cache {payload.cache_kind.value.lower()}] " if payload.cache_kind else ""
