@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
 
 from api import errors
 from api.deps import Resources
@@ -34,7 +35,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=8, open=False)
             await pool.open(wait=True)
             stack.push_async_callback(pool.close)
-            app.state.resources = Resources(settings=settings, producer=producer, queries=TaskQueries(pool))
+            redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            app.state.resources = Resources(
+                settings=settings, producer=producer, queries=TaskQueries(pool), redis=redis
+            )
             yield
 
     app = FastAPI(

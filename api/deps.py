@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis
 
 from projections.postgres import TaskQueries
 from streams.producer import EventProducer
@@ -17,6 +18,7 @@ class Resources:
     settings: Settings
     producer: EventProducer
     queries: TaskQueries
+    redis: Redis
 
 
 def _resources(request: Request) -> Resources:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     llm_cache_ttl_seconds: int = Field(default=3600, ge=1)
     llm_cache_semantic_threshold: float = Field(default=0.95, gt=0, le=1)
     llm_budget_completion_tokens: int = Field(default=1024, ge=0)
+    llm_stream_tokens: bool = Field(
+        default=False,
+        description="Stream answers; their tokens go to Redis for GET /v1/tasks/{id}/stream.",
+    )
     max_steps: int = Field(default=8, ge=1, description="Agent loop step limit of each agent of a task.")
     max_attempts: int = Field(
         default=3, ge=1, description="Attempts of one failed LLM or tool call, with durable backoff between."

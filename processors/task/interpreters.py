@@ -221,4 +221,5 @@ def build_runner(settings: Settings, producer: EventProducer) -> TaskRunner:
         policy=PolicyAuthorizer(load_engine(Path(settings.policy_dir) if settings.policy_dir else None)),
         limits=settings,
         ledger=ledger,
+        stream_tokens=settings.llm_stream_tokens,
     )

@@ -60,7 +60,7 @@ class ModelGateway(Protocol):
     model: str
 
     async def complete(
-        self, request: LlmCallRequested, messages_json: str
+        self, request: LlmCallRequested, messages_json: str, *, stream_task_id: str | None = None
     ) -> RecordModelResponse | RecordModelFailure: ...
 
 
@@ -132,6 +132,7 @@ class TaskRunner:
         state_topic: str | None = None,
         clock: Clock = utc_now,
         rng: random.Random | None = None,
+        stream_tokens: bool = False,
     ) -> None:
         self._producer = producer
         self._topic = events_topic
@@ -143,6 +144,8 @@ class TaskRunner:
         self._ledger = ledger
         self._clock = clock
         self._rng = rng or random.Random()
+        # Live token views (Redis pub/sub) cost a streamed call; only the whole answer is recorded.
+        self._stream_tokens = stream_tokens
 
     async def run(
         self,
@@ -249,7 +252,10 @@ class TaskRunner:
             if delay > 0:
                 await asyncio.sleep(delay)
         if isinstance(effect, CallModel):
-            answer = await self._gateway.complete(effect.request, effect.messages_json)
+            stream_to = state.task_id if self._stream_tokens else None
+            answer = await self._gateway.complete(
+                effect.request, effect.messages_json, stream_task_id=stream_to
+            )
             # The answer is to this attempt of the request; the gateway's own retries are inside it.
             result = answer.model_copy(update={"attempt": effect.request.attempt})
             if self._ledger is not None and state.org_budget_usd is not None:
