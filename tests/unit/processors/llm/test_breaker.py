@@ -34,7 +34,16 @@ def test_a_ratio_at_the_threshold_does_not_open() -> None:
 def test_failures_outside_the_window_are_forgotten() -> None:
     state = _run([(0, False), (1, False), (2, False), (13, True)])
     assert state.status is BreakerStatus.CLOSED
-    assert [t for t, _ in state.outcomes] == [13]
+    assert state.outcomes == ((13, 1, 0),)  # one second's bucket: one success, no failure
+
+
+def test_outcomes_are_counted_per_second_of_the_window() -> None:
+    # Thousands of calls keep at most one bucket per second of the window.
+    state = _run([(10 + i / 100, True) for i in range(3000)])
+    assert len(state.outcomes) <= POLICY.window_seconds + 1
+    assert sum(ok for _, ok, _ in state.outcomes) <= 3000
+    failing = _run([(40 + i / 100, False) for i in range(10)], state)
+    assert failing.status is BreakerStatus.CLOSED  # 10 failures among ~1000 recent successes
 
 
 def test_after_the_cooldown_one_probe_goes_through_and_success_closes() -> None:
