@@ -2,8 +2,9 @@
 
 Exactly-once effect on the rows from at-least-once delivery: each batch is one transaction that
 inserts the events (``(task_id, sequence)`` primary key: duplicates are dropped), applies only the
-newly inserted ones to the task views, and stores the next offset of every partition. On
-(re)assignment the consumer seeks to those stored offsets.
+newly inserted ones to the task views and the other read models (LLM calls, tool calls, approvals,
+agents, daily usage, sessions), and stores the next offset of every partition. On (re)assignment
+the consumer seeks to those stored offsets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from projections.agent_view import AGENT_EXECUTIONS
+from projections.approval_view import APPROVALS
+from projections.llm_call_view import LLM_CALLS
+from projections.rows import Key, RowTable, event_keys, fold_rows
+from projections.session_view import SessionIncrement, session_increments
 from projections.task_view import TaskView, apply, new_view
+from projections.tool_call_view import TOOL_CALLS
+from projections.usage_view import UsageIncrement, usage_increments
+from schemas.events import Event
 from streams.consumer import Decoded
 
 _VIEW_COLUMNS = list(TaskView.model_fields)
@@ -43,6 +52,28 @@ _INSERT_EVENTS = (
 # task whose row changed, delivered by Postgres only when the transaction commits (= visible).
 TASK_CHANNEL = "agentlog_task_views"
 _NOTIFY = "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload"
+ROW_TABLES: tuple[RowTable[Any], ...] = (LLM_CALLS, TOOL_CALLS, APPROVALS, AGENT_EXECUTIONS)
+_USAGE_COLUMNS = list(UsageIncrement.model_fields)
+_ADD_USAGE = (
+    f"INSERT INTO usage_daily ({', '.join(_USAGE_COLUMNS)})"
+    " SELECT * FROM unnest(%s::text[], %s::date[], %s::bigint[], %s::bigint[], %s::bigint[],"
+    " %s::float8[], %s::bigint[], %s::bigint[])"
+    " ON CONFLICT (org_id, day) DO UPDATE SET "
+    + ", ".join(f"{c} = usage_daily.{c} + EXCLUDED.{c}" for c in _USAGE_COLUMNS[2:])
+)
+_SESSION_COLUMNS = list(SessionIncrement.model_fields)
+_ADD_SESSIONS = (
+    f"INSERT INTO sessions ({', '.join(_SESSION_COLUMNS)})"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::float8[],"
+    " %s::int[], %s::timestamptz[], %s::timestamptz[])"
+    " ON CONFLICT (session_id) DO UPDATE SET"
+    " token_budget = GREATEST(sessions.token_budget, EXCLUDED.token_budget),"
+    " tokens_used = sessions.tokens_used + EXCLUDED.tokens_used,"
+    " cost_usd = sessions.cost_usd + EXCLUDED.cost_usd,"
+    " task_count = sessions.task_count + EXCLUDED.task_count,"
+    " first_task_at = LEAST(sessions.first_task_at, EXCLUDED.first_task_at),"
+    " last_task_at = GREATEST(sessions.last_task_at, EXCLUDED.last_task_at)"
+)
 _UPSERT_OFFSET = (
     "INSERT INTO projection_offsets (projector, topic, partition, next_offset, updated_at)"
     " VALUES (%s, %s, %s, %s, now())"
@@ -77,14 +108,22 @@ class TaskProjector:
                 inserted = {(task_id, sequence) for task_id, sequence in await cursor.fetchall()}
                 fresh = [d for d in events if (d.event.task_id, d.event.sequence) in inserted]
             if fresh:
-                await self._apply_to_views(conn, fresh)
+                changes = await self._apply_to_views(conn, fresh)
+                fresh_events = [d.event for d in fresh]
+                for table in ROW_TABLES:
+                    await _apply_to_rows(conn, table, fresh_events)
+                await _add_increments(conn, _ADD_USAGE, usage_increments(fresh_events))
+                await _add_increments(conn, _ADD_SESSIONS, session_increments(changes))
             async with conn.cursor() as cursor:
                 await cursor.executemany(
                     _UPSERT_OFFSET,
                     [(self.name, tp.topic, tp.partition, offset) for tp, offset in positions.items()],
                 )
 
-    async def _apply_to_views(self, conn: Any, fresh: Sequence[Decoded]) -> None:
+    async def _apply_to_views(
+        self, conn: Any, fresh: Sequence[Decoded]
+    ) -> list[tuple[TaskView | None, TaskView]]:
+        """Applies ``fresh`` to the task views; returns each changed view before and after."""
         by_task: dict[str, list[Decoded]] = defaultdict(list)
         for decoded in fresh:
             by_task[decoded.event.task_id].append(decoded)
@@ -101,6 +140,42 @@ class TaskProjector:
             updated.append(view)
         await cursor.executemany(_UPSERT_VIEW, [view.model_dump() for view in updated])
         await cursor.execute(_NOTIFY, (TASK_CHANNEL, [task_notification(view) for view in updated]))
+        return [(views.get(view.task_id), view) for view in updated]
+
+
+async def _apply_to_rows(conn: Any, table: RowTable[Any], fresh: Sequence[Event]) -> None:
+    """Folds ``fresh`` into the rows of ``table`` they touch: one read and one upsert per batch."""
+    keys = event_keys(table, fresh)
+    if not keys:
+        return
+    names = [column for column, _ in table.key_columns]
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in table.key_columns)
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        f"SELECT t.* FROM {table.name} t JOIN unnest({arrays}) AS k({', '.join(names)})"
+        f" USING ({', '.join(names)}) FOR UPDATE OF t",
+        [list(column) for column in zip(*keys, strict=True)],
+    )
+    existing: dict[Key, Any] = {}
+    for row in await cursor.fetchall():
+        model = table.row_type.model_validate(row)
+        existing[table.key_of_row(model)] = model
+    rows = fold_rows(table, existing, fresh)
+    columns = list(table.row_type.model_fields)
+    await cursor.executemany(
+        f"INSERT INTO {table.name} ({', '.join(columns)})"
+        f" VALUES ({', '.join('%(' + c + ')s' for c in columns)})"
+        f" ON CONFLICT ({', '.join(names)}) DO UPDATE SET "
+        + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in names),
+        [row.model_dump() for row in rows],
+    )
+
+
+async def _add_increments(conn: Any, statement: str, increments: Sequence[Any]) -> None:
+    """Adds ``increments`` (models whose fields are the statement's columns) in one statement."""
+    if increments:
+        rows = [tuple(increment.model_dump().values()) for increment in increments]
+        await conn.execute(statement, [list(column) for column in zip(*rows, strict=True)])
 
 
 def task_notification(view: TaskView) -> str:

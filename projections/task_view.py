@@ -63,6 +63,8 @@ class TaskView(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost_usd: float = 0.0
+    token_budget: int | None = None
     submitted_at: datetime | None = None
     completed_at: datetime | None = None
     duration_ms: int | None = None
@@ -93,6 +95,7 @@ def apply(view: TaskView, event: Event) -> TaskView:
                 "query": payload.query,
                 "priority": payload.priority.value,
                 "session_id": payload.session_id,
+                "token_budget": payload.token_budget,
                 "submitted_at": at,
             }
         case TaskAccepted():
@@ -109,6 +112,7 @@ def apply(view: TaskView, event: Event) -> TaskView:
                 "prompt_tokens": view.prompt_tokens + payload.prompt_tokens,
                 "completion_tokens": view.completion_tokens + payload.completion_tokens,
                 "total_tokens": view.total_tokens + payload.total_tokens,
+                "cost_usd": view.cost_usd + payload.cost_usd,
             }
         case LlmCallFailed():
             update |= {"llm_calls": view.llm_calls + 1, "steps": max(view.steps, payload.step)}
