@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -19,13 +20,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from projections.agent_view import AGENT_EXECUTIONS
-from projections.approval_view import APPROVALS
-from projections.llm_call_view import LLM_CALLS
+from projections.agent_view import AGENT_EXECUTIONS, AgentRow
+from projections.approval_view import APPROVALS, ApprovalRow
+from projections.llm_call_view import LLM_CALLS, LlmCallRow
 from projections.rows import Key, RowTable, event_keys, fold_rows
 from projections.session_view import SessionIncrement, session_increments
 from projections.task_view import TaskView, apply, new_view
-from projections.tool_call_view import TOOL_CALLS
+from projections.tool_call_view import TOOL_CALLS, ToolCallRow
 from projections.usage_view import UsageIncrement, usage_increments
 from schemas.events import Event
 from streams.consumer import Decoded
@@ -234,24 +235,63 @@ class TaskQueries:
         return rows
 
     async def approvals(self, task_id: str) -> list[dict[str, Any]]:
-        """The task's approvals, each with its decision if one was recorded (from the task's events).
+        """The task's approvals (requested ones), each with its decision if one was recorded."""
+        return await self._rows(
+            "SELECT approval_id, tool, arguments_json, rule, reason, requested_at, status, decided_by,"
+            " decision_reason, decided_at FROM approvals"
+            " WHERE task_id = %s AND requested_at IS NOT NULL ORDER BY requested_at, approval_id",
+            task_id,
+        )
 
-        Derived from ``task_events`` until the approvals read model of its own exists.
-        """
+    async def pending_approvals(self, org_id: str, *, limit: int = 100) -> list[ApprovalRow]:
+        """The org's approvals still waiting for a decision, oldest first."""
+        rows = await self._rows(
+            "SELECT * FROM approvals WHERE org_id = %s AND status = 'pending' AND requested_at IS NOT NULL"
+            " ORDER BY requested_at LIMIT %s",
+            org_id,
+            limit,
+        )
+        return [ApprovalRow.model_validate(row) for row in rows]
+
+    async def llm_calls(self, task_id: str) -> list[LlmCallRow]:
+        rows = await self._rows(
+            "SELECT * FROM llm_calls WHERE task_id = %s ORDER BY requested_at NULLS LAST, ended_at, attempt",
+            task_id,
+        )
+        return [LlmCallRow.model_validate(row) for row in rows]
+
+    async def tool_calls(self, task_id: str) -> list[ToolCallRow]:
+        rows = await self._rows(
+            "SELECT * FROM tool_calls WHERE task_id = %s ORDER BY requested_at NULLS LAST, idempotency_key",
+            task_id,
+        )
+        return [ToolCallRow.model_validate(row) for row in rows]
+
+    async def agents(self, task_id: str) -> list[AgentRow]:
+        rows = await self._rows(
+            "SELECT * FROM agent_executions WHERE task_id = %s ORDER BY started_at NULLS LAST, agent_id",
+            task_id,
+        )
+        return [AgentRow.model_validate(row) for row in rows]
+
+    async def usage(self, org_id: str, first_day: date, last_day: date) -> list[UsageIncrement]:
+        """The org's LLM usage per UTC day from ``first_day`` to ``last_day`` (days without calls
+        have no row)."""
+        rows = await self._rows(
+            "SELECT * FROM usage_daily WHERE org_id = %s AND day BETWEEN %s AND %s ORDER BY day",
+            org_id,
+            first_day,
+            last_day,
+        )
+        return [UsageIncrement.model_validate(row) for row in rows]
+
+    async def session(self, session_id: str) -> SessionIncrement | None:
+        """The session's budget and what its tasks have used (the stored totals)."""
+        rows = await self._rows("SELECT * FROM sessions WHERE session_id = %s", session_id)
+        return SessionIncrement.model_validate(rows[0]) if rows else None
+
+    async def _rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                "SELECT r.payload->>'approval_id' AS approval_id, r.payload->>'tool' AS tool,"
-                " r.payload->>'arguments_json' AS arguments_json, r.payload->>'rule' AS rule,"
-                " r.payload->>'reason' AS reason, r.occurred_at AS requested_at,"
-                " CASE d.event_type WHEN 'ApprovalGranted' THEN 'granted'"
-                "   WHEN 'ApprovalRejected' THEN 'rejected' ELSE 'pending' END AS status,"
-                " d.payload->>'decided_by' AS decided_by, d.payload->>'reason' AS decision_reason,"
-                " d.occurred_at AS decided_at"
-                " FROM task_events r LEFT JOIN task_events d ON d.task_id = r.task_id"
-                "   AND d.event_type IN ('ApprovalGranted', 'ApprovalRejected')"
-                "   AND d.payload->>'approval_id' = r.payload->>'approval_id'"
-                " WHERE r.task_id = %s AND r.event_type = 'ApprovalRequested' ORDER BY r.sequence",
-                (task_id,),
-            )
+            await cursor.execute(query, params)  # type: ignore[arg-type]
             return await cursor.fetchall()

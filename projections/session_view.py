@@ -19,6 +19,8 @@ _Ordered = TypeVar("_Ordered", int, datetime)
 
 
 class SessionIncrement(BaseModel):
+    """What to add to a ``sessions`` row; also the shape of the stored row (the running totals)."""
+
     model_config = ConfigDict(frozen=True)
 
     session_id: str

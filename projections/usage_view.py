@@ -17,6 +17,8 @@ from schemas.events import Event, LlmCallCompleted
 
 
 class UsageIncrement(BaseModel):
+    """What to add to a ``usage_daily`` row; also the shape of the stored row (the running totals)."""
+
     model_config = ConfigDict(frozen=True)
 
     org_id: str

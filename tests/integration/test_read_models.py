@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -17,7 +18,7 @@ from projections.agent_view import AGENT_EXECUTIONS
 from projections.approval_view import APPROVALS
 from projections.llm_call_view import LLM_CALLS
 from projections.migrate import migrate
-from projections.postgres import TaskProjector
+from projections.postgres import TaskProjector, TaskQueries
 from projections.rows import RowTable, fold_rows
 from projections.tool_call_view import TOOL_CALLS
 from schemas.codec import EventCodec
@@ -73,8 +74,33 @@ async def test_projector_writes_each_read_model_once_from_mixed_up_batches(stack
     suffix = uuid.uuid4().hex[:12]
     task_id, org_id, session_id = f"rm-{suffix}", f"org-{suffix}", f"session-{suffix}"
     history = planned_task(task_id, session_id=session_id, org_id=org_id)
-    # The submission last, duplicates within and across batches, a redelivery of everything.
-    await project(stack, [history[5:12], history[1:5] + history[10:], history, history[:1], history])
+    async with AsyncConnectionPool(stack.postgres_dsn, min_size=1, max_size=1, open=False) as pool:
+        queries = TaskQueries(pool)
+        await project(stack, [history[2:6]])
+        (pending,) = await queries.approvals(task_id)
+        assert (pending["approval_id"], pending["status"], pending["decided_by"]) == (
+            f"ap-{task_id}",
+            "pending",
+            None,
+        )
+        assert [a.approval_id for a in await queries.pending_approvals(org_id)] == [f"ap-{task_id}"]
+        # The submission last, duplicates within and across batches, a redelivery of everything.
+        await project(stack, [history[5:12], history[1:5] + history[10:], history, history[:1], history])
+        assert await queries.pending_approvals(org_id) == []
+        folded = {table.name: fold_rows(table, {}, history) for table in TABLES}
+        assert sorted(await queries.llm_calls(task_id), key=repr) == sorted(folded["llm_calls"], key=repr)
+        assert await queries.tool_calls(task_id) == folded["tool_calls"]
+        assert sorted(await queries.agents(task_id), key=repr) == sorted(folded["agent_executions"], key=repr)
+        (decided,) = await queries.approvals(task_id)
+        assert (decided["status"], decided["decided_by"], decided["decision_reason"]) == (
+            "granted",
+            "bob",
+            "fine",
+        )
+        (first_day,) = await queries.usage(org_id, date(2026, 3, 1), date(2026, 3, 1))
+        assert (first_day.total_tokens, first_day.calls, first_day.cache_hits) == (15, 1, 1)
+        session_read = await queries.session(session_id)
+        assert session_read is not None and (session_read.tokens_used, session_read.task_count) == (51, 1)
 
     for table in TABLES:
         expected = {table.key_of_row(row): row for row in fold_rows(table, {}, history)}
