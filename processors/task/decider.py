@@ -504,6 +504,17 @@ def _model_failure(command: RecordModelFailure, d: _Decision) -> None:
     _fail(d, reason, f"{command.error_type}: {command.error} (attempt {pending.attempt})", agent.agent_id)
 
 
+def _call_fields(request: ToolCallRequested) -> dict[str, Any]:
+    """The fields every event about a tool call repeats from its request: which call of which step."""
+    return {
+        "step": request.step,
+        "agent_id": request.agent_id,
+        "idempotency_key": request.idempotency_key,
+        "tool_call_id": request.tool_call_id,
+        "tool": request.tool,
+    }
+
+
 def _policy(command: RecordPolicyDecision, d: _Decision) -> None:
     found = _agent_with_tool(d.state, command.idempotency_key)
     if found is None:
@@ -512,13 +523,7 @@ def _policy(command: RecordPolicyDecision, d: _Decision) -> None:
     if call.authorized or call.approval_id is not None:
         return
     request = call.request
-    common: dict[str, Any] = {
-        "step": request.step,
-        "agent_id": request.agent_id,
-        "idempotency_key": request.idempotency_key,
-        "tool_call_id": request.tool_call_id,
-        "tool": request.tool,
-    }
+    common = _call_fields(request)
     if command.effect == "allow":
         d.emit(ToolCallAuthorized(**common, rule=command.rule))
     elif command.effect == "deny":
@@ -543,14 +548,7 @@ def _approval(command: DecideApproval, d: _Decision) -> None:
         for call in agent.tools:
             if call.approval_id == command.approval_id:
                 request = call.request
-                common: dict[str, Any] = {
-                    "step": request.step,
-                    "agent_id": request.agent_id,
-                    "idempotency_key": request.idempotency_key,
-                    "tool_call_id": request.tool_call_id,
-                    "tool": request.tool,
-                    "approval_id": command.approval_id,
-                }
+                common = _call_fields(request) | {"approval_id": command.approval_id}
                 if command.approved:
                     d.emit(
                         ApprovalGranted(
@@ -585,14 +583,7 @@ def _tool_result(command: RecordToolResult, d: _Decision) -> None:
     if not call.authorized or call.attempt != command.attempt:
         return  # never authorized, or a late result of an earlier attempt
     request = call.request
-    common: dict[str, Any] = {
-        "step": request.step,
-        "agent_id": request.agent_id,
-        "idempotency_key": request.idempotency_key,
-        "tool_call_id": request.tool_call_id,
-        "tool": request.tool,
-        "latency_ms": command.latency_ms,
-    }
+    common = _call_fields(request) | {"latency_ms": command.latency_ms}
     if command.error_type is None:
         d.emit(
             ToolCallCompleted(
