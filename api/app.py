@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from api import errors
 from api.deps import Resources
-from api.routes import tasks
+from api.routes import org_views, tasks
 from projections.postgres import TaskQueries
 from schemas.codec import EventCodec
 from schemas.registry.client import RegistryClient
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(tasks.router)
+    app.include_router(org_views.router)
 
     @app.get("/healthz", tags=["health"], operation_id="health")
     async def health() -> dict[str, Any]:

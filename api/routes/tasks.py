@@ -17,7 +17,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from api.deps import Resources, ResourcesDep
 from processors.llm.streaming import channel as token_channel
 from processors.task.history import submission
+from projections.agent_view import AgentRow
+from projections.llm_call_view import LlmCallRow
 from projections.task_view import TERMINAL_STATUSES, TaskView
+from projections.tool_call_view import ToolCallRow
 from schemas.events import Priority, TaskSubmitted
 from schemas.requests import ApprovalDecided, CancellationRequested, RequestHeader, TaskRequest
 from streams.history import partition_for
@@ -360,3 +363,42 @@ async def stream_task_tokens(
             await pubsub.aclose()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/{task_id}/llm-calls",
+    response_model=list[LlmCallRow],
+    operation_id="list_task_llm_calls",
+    summary="A task's LLM calls (model, tier, tokens, cost, latency, cache hit)",
+)
+async def list_task_llm_calls(
+    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
+) -> list[LlmCallRow]:
+    await _task_of_org(resources, task_id, org_id)
+    return await resources.queries.llm_calls(task_id)
+
+
+@router.get(
+    "/{task_id}/tool-calls",
+    response_model=list[ToolCallRow],
+    operation_id="list_task_tool_calls",
+    summary="A task's tool calls (arguments, policy decision, output or error)",
+)
+async def list_task_tool_calls(
+    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
+) -> list[ToolCallRow]:
+    await _task_of_org(resources, task_id, org_id)
+    return await resources.queries.tool_calls(task_id)
+
+
+@router.get(
+    "/{task_id}/agents",
+    response_model=list[AgentRow],
+    operation_id="list_task_agents",
+    summary="A task's agents (the main one and its sub-agents) with their usage",
+)
+async def list_task_agents(
+    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
+) -> list[AgentRow]:
+    await _task_of_org(resources, task_id, org_id)
+    return await resources.queries.agents(task_id)

@@ -108,6 +108,11 @@ def _approval_waiting(platform: ScriptedPlatform) -> tuple[str, str]:
     with api(platform.settings) as client:
         approvals = client.get(f"/v1/tasks/{task_id}/approvals", params={"org_id": "acme"}).json()
     assert [(a["approval_id"], a["status"]) for a in approvals] == [(requested["approval_id"], "pending")]
+    with api(platform.settings) as client:
+        pending = client.get("/v1/approvals", params={"org_id": "acme"}).json()
+        foreign = client.get("/v1/approvals", params={"org_id": "other-org"}).json()
+    assert requested["approval_id"] in {a["approval_id"] for a in pending}
+    assert requested["approval_id"] not in {a["approval_id"] for a in foreign}
     time.sleep(1)
     assert _view(platform, task_id)["status"] == "running"  # type: ignore[index]  # it waits
     return task_id, str(requested["approval_id"])
