@@ -156,6 +156,8 @@ class CpuMeter:
     def __init__(self, roots: Callable[[], Iterable[int]]) -> None:
         self._roots = roots
         self._before: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+        self.by_component: dict[str, float] = {}
 
     def _sample(self) -> dict[int, float]:
         sample: dict[int, float] = {}
@@ -163,6 +165,7 @@ class CpuMeter:
             for proc in _tree(root):
                 try:
                     times = proc.cpu_times()
+                    self._names.setdefault(proc.pid, _component(proc))
                 except psutil.NoSuchProcess:
                     continue
                 sample[proc.pid] = times.user + times.system + times.children_user + times.children_system
@@ -172,8 +175,38 @@ class CpuMeter:
         self._before = self._sample()
 
     def stop(self) -> float:
+        """CPU seconds since :meth:`start`; :attr:`by_component` holds them per component."""
         after = self._sample()
-        return sum(max(0.0, cpu - self._before.get(pid, 0.0)) for pid, cpu in after.items())
+        self.by_component = {}
+        for pid, cpu in after.items():
+            name = self._names.get(pid, "other")
+            self.by_component[name] = self.by_component.get(name, 0.0) + max(
+                0.0, cpu - self._before.get(pid, 0.0)
+            )
+        return sum(self.by_component.values())
+
+
+def _component(proc: psutil.Process) -> str:
+    """A short name for a measured process: the platform component it runs, or the service."""
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "other"
+    for marker, name in (
+        ("run processor", "processor"),
+        ("run projector-postgres", "projector-postgres"),
+        ("run projector-elasticsearch", "projector-elasticsearch"),
+        ("run api", "api"),
+        ("run registry", "registry"),
+        ("run offline-llm", "offline-llm"),
+        ("kafka.Kafka", "kafka"),
+        ("elasticsearch", "elasticsearch"),
+        ("postgres", "postgres"),
+        ("api.cli serve", "supervisor"),
+    ):
+        if marker in command:
+            return name
+    return "other"
 
 
 # Where each service listens by default (the same AGENTLOG_*_PORT variables move them).

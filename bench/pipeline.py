@@ -56,6 +56,14 @@ async def _throughput(ctx: BenchContext, platform: Platform, steps: int) -> tupl
         )
         events = sum(client.events_per_task) / max(1, len(client.events_per_task))
     cpu_ms_per_step = cpu["seconds"] * 1000 / max(1, result.completed * steps)
+    per_component = sorted(meter.by_component.items(), key=lambda item: -item[1])
+    ctx.note(
+        f"pipeline K={steps}, {platform.workers} processor(s): CPU-ms per step by component: "
+        + ", ".join(
+            f"{name} {seconds * 1000 / max(1, result.completed * steps):.2f}"
+            for name, seconds in per_component
+        )
+    )
     return result, cpu_ms_per_step, events
 
 

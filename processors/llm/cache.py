@@ -113,6 +113,15 @@ class PromptCache:
     async def lookup(self, probe: CacheProbe) -> tuple[CacheKind, CachedAnswer] | None:
         """The cached answer for ``probe``: exact first, then semantic; None on a miss."""
         try:
+            if probe.semantic_scope is None:
+                # Most calls (every later turn): one plain GET; a pipeline object costs more than it saves.
+                cached = await self._redis.get(f"{self._prefix}:exact:{probe.exact_key}")
+                self._recovered()
+                return (
+                    (CacheKind.EXACT, CachedAnswer.model_validate_json(cached))
+                    if cached is not None
+                    else None
+                )
             # One round trip for the exact key and the semantic scope's live entry ids.
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.get(f"{self._prefix}:exact:{probe.exact_key}")
@@ -134,12 +143,15 @@ class PromptCache:
     async def store(self, probe: CacheProbe, answer: CachedAnswer, has_tool_calls: bool) -> None:
         """Cache a provider's answer (semantically only when eligible, see the module doc)."""
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(f"{self._prefix}:exact:{probe.exact_key}", answer.model_dump_json(), ex=self._ttl)
-                scope, text = probe.semantic_scope, probe.semantic_text
-                if scope is not None and text is not None and not has_tool_calls:
+            key, value = f"{self._prefix}:exact:{probe.exact_key}", answer.model_dump_json()
+            scope, text = probe.semantic_scope, probe.semantic_text
+            if scope is None or text is None or has_tool_calls:
+                await self._redis.set(key, value, ex=self._ttl)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, value, ex=self._ttl)
                     self._queue_semantic_store(pipe, scope, text, answer)
-                await pipe.execute()
+                    await pipe.execute()
             self._recovered()
         except RedisError as exc:
             self._failed(exc)
