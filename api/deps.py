@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from redis.asyncio import Redis
 
 from projections.postgres import TaskQueries
@@ -27,3 +27,7 @@ def _resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(_resources)]
+
+# Until API keys carry the caller's org (issue 6), read endpoints are told it and check every
+# resource against it.
+OrgQuery = Annotated[str, Query(description="The caller's org.")]

@@ -7,14 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import ResourcesDep
+from api.deps import OrgQuery, ResourcesDep
 from projections.approval_view import ApprovalRow
 from projections.session_view import SessionIncrement
 from projections.usage_view import UsageIncrement
 
 router = APIRouter(prefix="/v1", tags=["orgs"])
-
-OrgQuery = Annotated[str, Query(description="The caller's org.")]
 
 
 @router.get(

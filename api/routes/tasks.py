@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from api.deps import Resources, ResourcesDep
+from api.deps import OrgQuery, Resources, ResourcesDep
 from processors.llm.streaming import channel as token_channel
 from processors.task.history import submission
 from projections.agent_view import AgentRow
@@ -268,9 +268,7 @@ async def cancel_task(
     operation_id="list_task_approvals",
     summary="A task's approvals",
 )
-async def list_task_approvals(
-    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
-) -> list[ApprovalView]:
+async def list_task_approvals(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[ApprovalView]:
     await _task_of_org(resources, task_id, org_id)
     return [ApprovalView.model_validate(row) for row in await resources.queries.approvals(task_id)]
 
@@ -332,7 +330,7 @@ async def stream_task_tokens(
     task_id: str,
     request: Request,
     resources: ResourcesDep,
-    org_id: Annotated[str, Query(description="The caller's org.")],
+    org_id: OrgQuery,
     max_seconds: Annotated[
         float, Query(gt=0, le=3600, description="Close the stream after this long.")
     ] = 300,
@@ -371,9 +369,7 @@ async def stream_task_tokens(
     operation_id="list_task_llm_calls",
     summary="A task's LLM calls (model, tier, tokens, cost, latency, cache hit)",
 )
-async def list_task_llm_calls(
-    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
-) -> list[LlmCallRow]:
+async def list_task_llm_calls(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[LlmCallRow]:
     await _task_of_org(resources, task_id, org_id)
     return await resources.queries.llm_calls(task_id)
 
@@ -384,9 +380,7 @@ async def list_task_llm_calls(
     operation_id="list_task_tool_calls",
     summary="A task's tool calls (arguments, policy decision, output or error)",
 )
-async def list_task_tool_calls(
-    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
-) -> list[ToolCallRow]:
+async def list_task_tool_calls(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[ToolCallRow]:
     await _task_of_org(resources, task_id, org_id)
     return await resources.queries.tool_calls(task_id)
 
@@ -397,8 +391,6 @@ async def list_task_tool_calls(
     operation_id="list_task_agents",
     summary="A task's agents (the main one and its sub-agents) with their usage",
 )
-async def list_task_agents(
-    task_id: str, resources: ResourcesDep, org_id: Annotated[str, Query(description="The caller's org.")]
-) -> list[AgentRow]:
+async def list_task_agents(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[AgentRow]:
     await _task_of_org(resources, task_id, org_id)
     return await resources.queries.agents(task_id)
