@@ -3,8 +3,9 @@
 Exactly-once effect on the rows from at-least-once delivery: each batch is one transaction that
 inserts the events (``(task_id, sequence)`` primary key: duplicates are dropped), applies only the
 newly inserted ones to the task views and the other read models (LLM calls, tool calls, approvals,
-agents, daily usage, sessions), and stores the next offset of every partition. On (re)assignment
-the consumer seeks to those stored offsets.
+agents, daily usage, sessions), inserts the dead-letter records read in the batch (keyed by their
+own position), and stores the next offset of every partition. On (re)assignment the consumer
+seeks to those stored offsets.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import TopicPartition
 from psycopg.rows import dict_row
@@ -22,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from projections.agent_view import AGENT_EXECUTIONS, AgentRow
 from projections.approval_view import APPROVALS, ApprovalRow
+from projections.dead_letter_view import DeadLetterCursor, DeadLetterEntry, DeadLetterRow, dead_letter_row
 from projections.llm_call_view import LLM_CALLS, LlmCallRow
 from projections.rows import Key, RowTable, event_keys, fold_rows
 from projections.session_view import SessionIncrement, session_increments
@@ -29,7 +31,7 @@ from projections.task_view import TaskView, apply, new_view
 from projections.tool_call_view import TOOL_CALLS, ToolCallRow
 from projections.usage_view import UsageIncrement, usage_increments
 from schemas.events import Event
-from streams.consumer import Decoded
+from streams.consumer import DeadLetter, Decoded
 
 _VIEW_COLUMNS = list(TaskView.model_fields)
 _UPSERT_VIEW = (
@@ -75,6 +77,13 @@ _ADD_SESSIONS = (
     " first_task_at = LEAST(sessions.first_task_at, EXCLUDED.first_task_at),"
     " last_task_at = GREATEST(sessions.last_task_at, EXCLUDED.last_task_at)"
 )
+_DEAD_LETTER_COLUMNS = list(DeadLetterRow.model_fields)
+_INSERT_DEAD_LETTER = (
+    f"INSERT INTO dead_letters ({', '.join(_DEAD_LETTER_COLUMNS)})"
+    f" VALUES ({', '.join('%(' + c + ')s' for c in _DEAD_LETTER_COLUMNS)})"
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"
+)
+_LISTED_DEAD_LETTER_COLUMNS = ", ".join(DeadLetterEntry.model_fields)
 _UPSERT_OFFSET = (
     "INSERT INTO projection_offsets (projector, topic, partition, next_offset, updated_at)"
     " VALUES (%s, %s, %s, %s, now())"
@@ -87,6 +96,8 @@ class TaskProjector:
     """Projects task events into ``task_events`` and ``task_executions``."""
 
     name = "postgres"
+    # A DeadLetterProjector: the runner subscribes it to the dead-letter topic too.
+    projects_dead_letters: Literal[True] = True
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
@@ -100,8 +111,20 @@ class TaskProjector:
             stored = {TopicPartition(t, p): o for t, p, o in await cursor.fetchall()}
         return {tp: stored[tp] for tp in partitions if tp in stored}
 
-    async def write(self, events: Sequence[Decoded], positions: dict[TopicPartition, int]) -> None:
+    async def write(
+        self,
+        events: Sequence[Decoded],
+        positions: dict[TopicPartition, int],
+        *,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
+            if dead_letters:
+                rows = [dead_letter_row(d).model_dump() for d in dead_letters]
+                for row in rows:
+                    row["headers"] = Jsonb(row["headers"])
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(_INSERT_DEAD_LETTER, rows)
             fresh: list[Decoded] = []
             if events:
                 columns = [list(column) for column in zip(*(_event_row(d) for d in events), strict=True)]
@@ -289,6 +312,27 @@ class TaskQueries:
         """The session's budget and what its tasks have used (the stored totals)."""
         rows = await self._rows("SELECT * FROM sessions WHERE session_id = %s", session_id)
         return SessionIncrement.model_validate(rows[0]) if rows else None
+
+    async def dead_letters(
+        self, org_id: str | None, *, before: DeadLetterCursor | None, limit: int
+    ) -> list[DeadLetterEntry]:
+        """Dead letters newest first (of ``org_id`` only, when given: those whose record named it),
+        the page ending before ``before``; the next page's cursor is ``DeadLetterCursor.of(last)``."""
+        conditions = ["true"]
+        params: list[Any] = []
+        if org_id is not None:
+            conditions.append("org_id = %s")
+            params.append(org_id)
+        if before is not None:
+            conditions.append("(dead_lettered_at, id) < (%s, %s)")
+            params += [before.dead_lettered_at, before.id]
+        rows = await self._rows(
+            f"SELECT {_LISTED_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {' AND '.join(conditions)}"
+            " ORDER BY dead_lettered_at DESC, id DESC LIMIT %s",
+            *params,
+            limit,
+        )
+        return [DeadLetterEntry.model_validate(row) for row in rows]
 
     async def _rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:

@@ -21,11 +21,20 @@ from schemas.registry.client import RegistryClient
 from streams.consumer import ProjectionLoop, Projector
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
-from streams.topics import TASK_TOPICS
+from streams.topics import DEAD_LETTER, TASK_TOPICS
 
 log = logging.getLogger(__name__)
 
 PROJECTORS = ("postgres", "elasticsearch")
+
+
+def projected_topics(kind: str, settings: Settings) -> list[str]:
+    """The topics projector ``kind`` consumes: the task topics, and for Postgres the dead-letter
+    topic too (its read model of parked records; the audit index is of task events only)."""
+    if kind not in PROJECTORS:
+        raise ValueError(f"unknown projector {kind!r}; choose one of {PROJECTORS}")
+    extra = (DEAD_LETTER,) if kind == "postgres" else ()
+    return [spec.name(settings) for spec in (*TASK_TOPICS, *extra)]
 
 
 async def run_projector(kind: str, settings: Settings) -> None:
@@ -65,7 +74,7 @@ async def run_projector(kind: str, settings: Settings) -> None:
             projector = AuditIndexProjector(client, settings.es_index_prefix)
         loop = ProjectionLoop(
             settings,
-            topics=[spec.name(settings) for spec in TASK_TOPICS],
+            topics=projected_topics(kind, settings),
             projector=projector,
             codec=codec,
             producer=producer,

@@ -4,6 +4,10 @@ A :class:`Projector` is handed decoded events in batches together with the next 
 partition in the batch; it must make both durable (rows + offsets in one transaction, or idempotent
 writes followed by a commit). Records that fail to decode are dead-lettered first, so the offsets
 handed over never skip a record that was neither applied nor parked.
+
+A loop whose topics include the dead-letter topic also hands over the parked records it reads
+there (:class:`DeadLetter`), to a :class:`DeadLetterProjector`, in the same call as the events and
+positions, so that they too are stored with the offsets.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from schemas.codec import EventCodec
-from schemas.events import Event
+from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryUnavailable
+from schemas.requests import TaskRequest
 from streams.producer import EventProducer
 from streams.settings import Settings
+from streams.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,18 @@ class Decoded:
     """An event and where it was read."""
 
     event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-letter record, where it was read (its idempotency key), and the parked record's value
+    decoded when it can be (``None``: it never decoded), which may name the task and org."""
+
+    record: RecordDeadLettered
+    original: Event | TaskRequest | None
     topic: str
     partition: int
     offset: int
@@ -46,6 +64,43 @@ class Projector(Protocol):
     async def write(self, events: Sequence[Decoded], positions: dict[TopicPartition, int]) -> None:
         """Apply ``events`` idempotently; store ``positions`` with them if the store allows it."""
         ...
+
+
+@runtime_checkable
+class DeadLetterProjector(Projector, Protocol):
+    """A projector that also stores dead-letter records (only such a one may consume that topic)."""
+
+    # The marker the loop checks: a protocol's methods alone cannot tell the two kinds apart at run
+    # time, since both have a ``write``.
+    projects_dead_letters: Literal[True]
+
+    async def write(
+        self,
+        events: Sequence[Decoded],
+        positions: dict[TopicPartition, int],
+        *,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """As :meth:`Projector.write`, plus ``dead_letters``, idempotently by their own position."""
+        ...
+
+
+async def read_dead_letter(codec: EventCodec, record: ConsumerRecord) -> DeadLetter:
+    """The dead-letter record ``record`` decoded, with the parked value decoded too when it can be.
+
+    Raises when the dead-letter record itself does not decode (the caller decides what then).
+    """
+    parked = await codec.decode_dead_letter(record.value)
+    original: Event | TaskRequest | None = None
+    if parked.value is not None:
+        try:
+            original = await codec.decode_record(parked.value)
+        except RegistryUnavailable:
+            raise
+        except Exception:
+            # Expected for most dead letters: not decoding is why they were parked.
+            original = None
+    return DeadLetter(parked, original, record.topic, record.partition, record.offset)
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -95,6 +150,15 @@ class ProjectionLoop:
             fetch_max_wait_ms=settings.projection_fetch_max_wait_ms,
         )
         self._stopping = asyncio.Event()
+        self._dead_letter_topic = DEAD_LETTER.name(settings)
+        self._dead_letter_projector = projector if isinstance(projector, DeadLetterProjector) else None
+        if self._dead_letter_topic in self._topics and self._dead_letter_projector is None:
+            raise ValueError(
+                f"projector {projector.name!r} cannot store dead letters, so it cannot consume "
+                f"{self._dead_letter_topic!r}"
+            )
+        # Dead-letter records that did not decode themselves: skipped, counted and logged.
+        self.undecodable_dead_letters = 0
 
     async def run(self) -> None:
         self._consumer.subscribe(
@@ -113,32 +177,91 @@ class ProjectionLoop:
         self._stopping.set()
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        decoded: list[Decoded] = []
-        positions: dict[TopicPartition, int] = {}
-        for tp, records in batch.items():
-            for record in records:
-                try:
-                    event = await self._codec.decode_record(record.value)
-                except RegistryUnavailable:
-                    raise
-                except Exception as exc:
-                    await self._producer.dead_letter(
-                        source_topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=list(record.headers or []),
-                        error=exc,
-                        consumer=self._group,
-                    )
-                else:
-                    # A request to a running task is not part of its history: what it led to is
-                    # (TaskCancelled, ApprovalGranted ...), and that is what the read models show.
-                    if isinstance(event, Event):
-                        decoded.append(Decoded(event, record.topic, record.partition, record.offset))
-            positions[tp] = records[-1].offset + 1
-        await self._projector.write(decoded, positions)
+        parked = {tp: records for tp, records in batch.items() if tp.topic == self._dead_letter_topic}
+        rest = {tp: records for tp, records in batch.items() if tp.topic != self._dead_letter_topic}
+        decoded, positions = await decode_batch(rest, self._codec, self._producer, consumer=self._group)
+        if self._dead_letter_projector is not None:
+            dead_letters, parked_positions, skipped = await decode_dead_letters(parked, self._codec)
+            self.undecodable_dead_letters += skipped
+            positions |= parked_positions
+            await self._dead_letter_projector.write(decoded, positions, dead_letters=dead_letters)
+        else:
+            await self._projector.write(decoded, positions)
         # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);
         # for the others it keeps the group's lag visible to standard Kafka tooling.
         await self._consumer.commit(positions)
+
+
+async def decode_batch(
+    batch: dict[TopicPartition, list[ConsumerRecord]],
+    codec: EventCodec,
+    producer: EventProducer,
+    *,
+    consumer: str,
+) -> tuple[list[Decoded], dict[TopicPartition, int]]:
+    """The task events of ``batch`` and the next offset of each of its partitions.
+
+    Records that fail to decode are dead-lettered (naming ``consumer``) before this returns, so the
+    positions handed on never skip a record that was neither decoded nor parked. Shared by the live
+    loop and ``agentlog rebuild``, which must treat the log identically.
+    """
+    decoded: list[Decoded] = []
+    positions: dict[TopicPartition, int] = {}
+    for tp, records in batch.items():
+        for record in records:
+            try:
+                event = await codec.decode_record(record.value)
+            except RegistryUnavailable:
+                raise
+            except Exception as exc:
+                await producer.dead_letter(
+                    source_topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or []),
+                    error=exc,
+                    consumer=consumer,
+                )
+            else:
+                # A request to a running task is not part of its history: what it led to is
+                # (TaskCancelled, ApprovalGranted ...), and that is what the read models show.
+                if isinstance(event, Event):
+                    decoded.append(Decoded(event, record.topic, record.partition, record.offset))
+        if records:
+            positions[tp] = records[-1].offset + 1
+    return decoded, positions
+
+
+async def decode_dead_letters(
+    batch: dict[TopicPartition, list[ConsumerRecord]], codec: EventCodec
+) -> tuple[list[DeadLetter], dict[TopicPartition, int], int]:
+    """The dead-letter records of ``batch`` (all from the dead-letter topic), the next offset of each
+    of its partitions, and how many records were skipped because they did not decode themselves."""
+    dead_letters: list[DeadLetter] = []
+    positions: dict[TopicPartition, int] = {}
+    skipped = 0
+    for tp, records in batch.items():
+        for record in records:
+            try:
+                dead_letters.append(await read_dead_letter(codec, record))
+            except RegistryUnavailable:
+                raise
+            except Exception as exc:
+                # Never dead-letter a dead-letter record: its copy would land on this same topic,
+                # fail the same way and be parked again, forever. Stopping the projector instead
+                # would hold every read model behind one bad record. So it is skipped (its bytes
+                # stay on the log to inspect), counted, and logged at the highest level.
+                skipped += 1
+                log.critical(
+                    "skipped a dead-letter record that does not decode, %s[%d]@%d: %s: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(exc).__name__,
+                    exc,
+                )
+        if records:
+            positions[tp] = records[-1].offset + 1
+    return dead_letters, positions, skipped
