@@ -12,7 +12,10 @@ from redis.asyncio import Redis
 
 from api import errors
 from api.deps import Resources
-from api.routes import org_views, tasks
+from api.keys import KeyStore
+from api.rate_limit import RateLimiter
+from api.routes import keys, org_views, tasks
+from projections.migrate import migrate
 from projections.postgres import TaskQueries
 from schemas.codec import EventCodec
 from schemas.registry.client import RegistryClient
@@ -32,13 +35,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             producer = EventProducer(settings, EventCodec(registry), source="/agentlog/api")
             await producer.start()
             stack.push_async_callback(producer.stop)
+            # The API's own tables (api_keys) come from the same migrations as the read models; the
+            # advisory lock in migrate() makes this safe beside a starting projector.
+            await migrate(settings.postgres_dsn)
             pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=8, open=False)
             await pool.open(wait=True)
             stack.push_async_callback(pool.close)
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
             app.state.resources = Resources(
-                settings=settings, producer=producer, queries=TaskQueries(pool), redis=redis
+                settings=settings,
+                producer=producer,
+                queries=TaskQueries(pool),
+                redis=redis,
+                keys=KeyStore(pool),
+                limiter=RateLimiter(redis, prefix=settings.topic_prefix),
             )
             yield
 
@@ -51,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(tasks.router)
     app.include_router(org_views.router)
+    app.include_router(keys.router)
 
     @app.get("/healthz", tags=["health"], operation_id="health")
     async def health() -> dict[str, Any]:

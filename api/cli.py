@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_keys import demo_key, keys_app
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(help="agentlog: event-sourced multi-agent platform on Kafka.", no_args_is_help=True)
@@ -151,6 +152,8 @@ def schemas_release() -> None:
     if not written:
         console.print("nothing changed since the last release")
 
+
+app.add_typer(keys_app, name="keys")
 
 policy_app = typer.Typer(help="The tool-call policy (Cedar; docs/policy.md).", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -292,16 +295,20 @@ def _wait_for_task(client: httpx.Client, task_id: str, timeout: float) -> dict[s
 @app.command()
 def submit(
     query: Annotated[str, typer.Argument(help="What the task asks for.")],
-    org: Annotated[str, typer.Option(help="Organisation id.")] = "demo-org",
-    user: Annotated[str, typer.Option(help="User id.")] = "demo-user",
     wait: Annotated[bool, typer.Option(help="Wait until the task ends.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    api_key: Annotated[
+        str, typer.Option(envvar="AGENTLOG_API_KEY", help="An operator's API key (agentlog keys create).")
+    ] = "",
 ) -> None:
     """Submit a task through the REST API and (by default) wait for its result."""
     settings = get_settings()
-    with httpx.Client(base_url=_api_url(settings), timeout=10) as client:
-        response = client.post("/v1/tasks", json={"query": query, "org_id": org, "user_id": user})
+    if not api_key:
+        raise _fail("an API key is needed: --api-key or AGENTLOG_API_KEY (create one: agentlog keys create)")
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=_api_url(settings), timeout=10, headers=headers) as client:
+        response = client.post("/v1/tasks", json={"query": query})
         if response.status_code != 202:
             raise _fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
@@ -480,10 +487,9 @@ def demo(
     mode = "OFFLINE planner (no LLM endpoint configured)" if settings.offline else settings.llm_endpoint
     console.print(f"LLM: [bold]{mode}[/]")
     console.print(f"submitting: {escape(repr(query))}")
-    with httpx.Client(base_url=_api_url(settings), timeout=10) as client:
-        response = client.post(
-            "/v1/tasks", json={"query": query, "org_id": "demo-org", "user_id": "demo-user"}
-        )
+    headers = {"Authorization": f"Bearer {demo_key('demo-org', 'demo-user')}"}
+    with httpx.Client(base_url=_api_url(settings), timeout=10, headers=headers) as client:
+        response = client.post("/v1/tasks", json={"query": query})
         if response.status_code != 202:
             raise _fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
@@ -493,7 +499,7 @@ def demo(
     console.print(f"[bold green]task {task_id} completed[/]: {escape(view['result'])}")
     _print_timeline(asyncio.run(_read_timeline(settings, task_id)), task_id)
     base = _api_url(settings)
-    console.print("query it:")
+    console.print(f"query it (with -H 'Authorization: Bearer {demo_key('demo-org', 'demo-user')}'):")
     for url in (
         f"{base}/v1/tasks/{task_id}",
         f"{base}/v1/tasks/{task_id}/events",
@@ -526,6 +532,8 @@ def stop() -> None:
             time.sleep(0.5)
         console.print(f"stopped the platform (pid {pid})")
     pid_file.unlink()
+
+
 
 
 def main() -> None:

@@ -27,11 +27,12 @@ from projections.dead_letter_view import DeadLetterCursor, DeadLetterEntry, Dead
 from projections.llm_call_view import LLM_CALLS, LlmCallRow
 from projections.rows import Key, RowTable, event_keys, fold_rows
 from projections.session_view import SessionIncrement, session_increments
-from projections.task_view import TaskView, apply, new_view
+from projections.task_view import TaskFilter, TaskView, apply, new_view
 from projections.tool_call_view import TOOL_CALLS, ToolCallRow
 from projections.usage_view import UsageIncrement, usage_increments
 from schemas.events import Event
 from streams.consumer import DeadLetter, Decoded
+from streams.position import Position
 
 _VIEW_COLUMNS = list(TaskView.model_fields)
 _UPSERT_VIEW = (
@@ -126,6 +127,9 @@ class TaskProjector:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(_INSERT_DEAD_LETTER, rows)
             fresh: list[Decoded] = []
+            # A batch may hold the same event twice (a redelivery, or a producer that resent it):
+            # only its first copy is inserted, so only that copy may be applied.
+            events = _first_copies(events)
             if events:
                 columns = [list(column) for column in zip(*(_event_row(d) for d in events), strict=True)]
                 cursor = await conn.execute(_INSERT_EVENTS, columns)
@@ -200,6 +204,18 @@ async def _add_increments(conn: Any, statement: str, increments: Sequence[Any]) 
     if increments:
         rows = [tuple(increment.model_dump().values()) for increment in increments]
         await conn.execute(statement, [list(column) for column in zip(*rows, strict=True)])
+
+
+def _first_copies(events: Sequence[Decoded]) -> list[Decoded]:
+    """``events`` without repeats of a (task id, sequence) already in it, in their order."""
+    seen: set[tuple[str, int]] = set()
+    unique: list[Decoded] = []
+    for decoded in events:
+        key = (decoded.event.task_id, decoded.event.sequence)
+        if key not in seen:
+            seen.add(key)
+            unique.append(decoded)
+    return unique
 
 
 def task_notification(view: TaskView) -> str:
@@ -313,6 +329,39 @@ class TaskQueries:
         rows = await self._rows("SELECT * FROM sessions WHERE session_id = %s", session_id)
         return SessionIncrement.model_validate(rows[0]) if rows else None
 
+    async def tasks(self, where: TaskFilter, *, limit: int) -> list[TaskView]:
+        """The org's tasks matching ``where``, newest submission first (keyset-paged: a task is listed
+        once its submission is projected)."""
+        conditions = ["org_id = %(org_id)s", "submitted_at IS NOT NULL"]
+        for column in ("status", "user_id", "session_id", "execution_mode"):
+            if getattr(where, column) is not None:
+                conditions.append(f"{column} = %({column})s")
+        if where.submitted_from is not None:
+            conditions.append("submitted_at >= %(submitted_from)s")
+        if where.submitted_to is not None:
+            conditions.append("submitted_at < %(submitted_to)s")
+        if where.before is not None:
+            conditions.append("(submitted_at, task_id) < (%(before_at)s, %(before_id)s)")
+        params = where.model_dump(exclude={"before"})
+        if where.before is not None:
+            params |= {"before_at": where.before[0], "before_id": where.before[1]}
+        rows = await self._rows(
+            f"SELECT * FROM task_executions WHERE {' AND '.join(conditions)}"
+            " ORDER BY submitted_at DESC, task_id DESC LIMIT %(limit)s",
+            params | {"limit": limit},
+        )
+        return [TaskView.model_validate(row) for row in rows]
+
+    async def applied(self, projector: str, position: Position) -> bool:
+        """Whether ``projector`` has stored its rows for the record at ``position`` (its stored next
+        offset is past it)."""
+        rows = await self._rows(
+            "SELECT next_offset > %(offset)s AS done FROM projection_offsets"
+            " WHERE projector = %(projector)s AND topic = %(topic)s AND partition = %(partition)s",
+            {"projector": projector, **position._asdict()},
+        )
+        return bool(rows and rows[0]["done"])
+
     async def dead_letters(
         self, org_id: str | None, *, before: DeadLetterCursor | None, limit: int
     ) -> list[DeadLetterEntry]:
@@ -337,5 +386,7 @@ class TaskQueries:
     async def _rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(query, params)  # type: ignore[arg-type]
+            # One mapping argument is passed as named parameters; otherwise positional ones.
+            args = params[0] if len(params) == 1 and isinstance(params[0], dict) else params
+            await cursor.execute(query, args)  # type: ignore[arg-type]
             return await cursor.fetchall()

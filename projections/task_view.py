@@ -73,6 +73,22 @@ class TaskView(BaseModel):
     updated_at: datetime | None = None
 
 
+class TaskFilter(BaseModel):
+    """Which of an org's tasks a listing returns; ``before`` is the keyset cursor (the last listed
+    task's ``(submitted_at, task_id)``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    org_id: str
+    status: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    execution_mode: str | None = None
+    submitted_from: datetime | None = None
+    submitted_to: datetime | None = None
+    before: tuple[datetime, str] | None = None
+
+
 def new_view(event: Event) -> TaskView:
     return TaskView(task_id=event.task_id, org_id=event.envelope.org_id, user_id=event.envelope.user_id)
 

@@ -18,6 +18,7 @@ from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
 from schemas.requests import TaskRequest
 from streams.headers import event_headers, header_map
+from streams.position import Position
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER
 
@@ -61,11 +62,12 @@ class EventProducer:
         *,
         traceparent: str | None = None,
         checkpoint: tuple[str, Event, bytes] | None = None,
-    ) -> None:
+    ) -> list[Position]:
         """Send events (with their already-encoded Avro bodies) keyed by task id; wait for all acks.
 
         ``checkpoint`` (topic, CheckpointSaved event, body) goes out in the same batch: one
-        acknowledged write carries a decision's events and the state they lead to.
+        acknowledged write carries a decision's events and the state they lead to. Returns where
+        each record landed, in the order sent.
         """
         records = [(topic, event, body) for event, body in stamped]
         if checkpoint is not None:
@@ -81,10 +83,12 @@ class EventProducer:
                     headers=event_headers(event, source=self._source, traceparent=traceparent),
                 )
             )
-        await asyncio.gather(*futures)
+        return [Position(m.topic, m.partition, m.offset) for m in await asyncio.gather(*futures)]
 
-    async def send_request(self, topic: str, request: TaskRequest, *, traceparent: str | None = None) -> int:
-        """Send a request to a running task, keyed by its task id; the offset once acknowledged."""
+    async def send_request(
+        self, topic: str, request: TaskRequest, *, traceparent: str | None = None
+    ) -> Position:
+        """Send a request to a running task, keyed by its task id; where it landed once acknowledged."""
         value = await self._codec.encode_request(topic, request)
         metadata = await self._producer.send_and_wait(
             topic,
@@ -92,7 +96,7 @@ class EventProducer:
             key=request.task_id.encode(),
             headers=event_headers(request, source=self._source, traceparent=traceparent),
         )
-        return int(metadata.offset)
+        return Position(metadata.topic, metadata.partition, metadata.offset)
 
     async def dead_letter(
         self,

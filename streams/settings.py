@@ -39,6 +39,19 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    jwt_secret: str | None = Field(
+        default=None,
+        description="HS256 secret of the JWT bearer tokens the API accepts; unset: API keys only.",
+    )
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` of JWTs, when set.")
+    jwt_audience: str | None = Field(default=None, description="Required `aud` of JWTs, when set.")
+    api_rate_per_second: float = Field(
+        default=50.0, gt=0, description="Requests per second a key may make (its own limit wins)."
+    )
+    api_rate_burst: int = Field(default=100, ge=1, description="Requests a key may make at once.")
+    api_after_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Longest wait of a query's ?after= (read-your-writes)."
+    )
 
     postgres_dsn: str = Field(
         default_factory=lambda: (

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import OrgQuery, ResourcesDep
+from api.deps import AfterDep, CallerDep, ResourcesDep
 from projections.approval_view import ApprovalRow
 from projections.session_view import SessionIncrement
 from projections.usage_view import UsageIncrement
@@ -22,9 +22,12 @@ router = APIRouter(prefix="/v1", tags=["orgs"])
     summary="The org's tool calls waiting for a human decision, oldest first",
 )
 async def list_pending_approvals(
-    resources: ResourcesDep, org_id: OrgQuery, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    resources: ResourcesDep,
+    caller: CallerDep,
+    _: AfterDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ApprovalRow]:
-    return await resources.queries.pending_approvals(org_id, limit=limit)
+    return await resources.queries.pending_approvals(caller.org_id, limit=limit)
 
 
 @router.get(
@@ -35,7 +38,8 @@ async def list_pending_approvals(
 )
 async def get_usage(
     resources: ResourcesDep,
-    org_id: OrgQuery,
+    caller: CallerDep,
+    _: AfterDep,
     first_day: Annotated[
         date | None, Query(alias="from", description="First day (default: 30 days ago).")
     ] = None,
@@ -45,7 +49,7 @@ async def get_usage(
     first = first_day or last - timedelta(days=30)
     if first > last:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"from ({first}) is after to ({last})")
-    return await resources.queries.usage(org_id, first, last)
+    return await resources.queries.usage(caller.org_id, first, last)
 
 
 @router.get(
@@ -54,8 +58,10 @@ async def get_usage(
     operation_id="get_session",
     summary="A session's token budget and what its tasks used",
 )
-async def get_session(session_id: str, resources: ResourcesDep, org_id: OrgQuery) -> SessionIncrement:
+async def get_session(
+    session_id: str, resources: ResourcesDep, caller: CallerDep, _: AfterDep
+) -> SessionIncrement:
     session = await resources.queries.session(session_id)
-    if session is None or session.org_id != org_id:
+    if session is None or session.org_id != caller.org_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id} not found")
     return session

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -10,20 +12,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from api.deps import OrgQuery, Resources, ResourcesDep
+from api.auth import Caller
+from api.deps import AfterDep, CallerDep, OperatorDep, Resources, ResourcesDep
 from processors.llm.streaming import channel as token_channel
 from processors.task.history import submission
 from projections.agent_view import AgentRow
 from projections.llm_call_view import LlmCallRow
-from projections.task_view import TERMINAL_STATUSES, TaskView
+from projections.task_view import TERMINAL_STATUSES, TaskFilter, TaskView
 from projections.tool_call_view import ToolCallRow
 from schemas.events import Priority, TaskSubmitted
 from schemas.requests import ApprovalDecided, CancellationRequested, RequestHeader, TaskRequest
-from streams.history import partition_for
 from streams.topics import REQUESTS
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -43,23 +45,25 @@ def task_id_for(org_id: str, idempotency_key: str | None) -> str:
 
 
 class TaskCreate(BaseModel):
-    """A task submission."""
+    """A task submission. The org, the user and the role the tool policy decides on are the caller's."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {"query": "What is (17 + 25) * 3?", "session_id": "chat-42", "priority": "NORMAL"},
+                {"query": "Summarise the quarterly report", "not_before": "2030-01-01T09:00:00Z"},
+            ]
+        },
+    )
 
     query: str = Field(min_length=1, max_length=32_000, description="What the task asks for.")
-    org_id: str = Field(description="Tenant that owns the task.")
-    user_id: str = Field(description="User on whose behalf the task runs.")
     session_id: str | None = Field(default=None, description="Session/conversation id.")
     context: dict[str, str] = Field(
         default_factory=dict, max_length=64, description="Extra key/value context."
     )
     priority: Priority = Priority.NORMAL
-    idempotency_key: str | None = Field(
-        default=None,
-        max_length=200,
-        description="Submitting twice with the same key (per org) yields the same task, run once.",
-    )
     not_before: AwareDatetime | None = Field(
         default=None, description="Start the task no earlier than this time (a delayed task)."
     )
@@ -69,15 +73,8 @@ class TaskCreate(BaseModel):
         le=2**62,
         description="Most tokens the task may use; the platform default if unset.",
     )
-    user_role: Role | None = Field(
-        default=None,
-        description=(
-            "The caller's role, which the tool policy decides on. Until API keys carry roles (issue 6), "
-            "the caller states it; without one, only tools open to every caller run."
-        ),
-    )
 
-    @field_validator("org_id", "user_id", "session_id")
+    @field_validator("session_id")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
         if value is not None and not _IDENTIFIER.match(value):
@@ -87,36 +84,27 @@ class TaskCreate(BaseModel):
         return value
 
 
-class Role(StrEnum):
-    ADMIN = "admin"
-    OPERATOR = "operator"
-    VIEWER = "viewer"
-
-
 class TaskRequestBody(BaseModel):
-    """Who asks, and why (recorded with what the request leads to)."""
+    """Why (recorded with what the request leads to); who asks is the caller."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [{"reason": "not needed"}]}
+    )
 
-    org_id: str = Field(description="Tenant of the caller; must be the task's.")
-    user_id: str = Field(description="Who cancels or decides.")
     reason: str = Field(min_length=1, max_length=2000, description="Why.")
 
-    @field_validator("org_id", "user_id")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(
-                "must be 1-128 characters of letters, digits and . _ : @ -, starting alphanumeric"
-            )
-        return value
+
+_POSITION_DOC = (
+    "Where the record landed in the log (`topic:partition:offset`); pass it as `?after=` to a query"
+    " to read what it led to once projected."
+)
 
 
 class RequestAcceptedResponse(BaseModel):
     task_id: str
     request_id: str
     status: str = Field(description="`requested`: the processor records what it leads to.")
-    position: dict[str, Any] = Field(description="Kafka topic, partition and offset of the request.")
+    position: str = Field(description=_POSITION_DOC)
     links: dict[str, str]
 
 
@@ -136,7 +124,35 @@ class ApprovalView(BaseModel):
 class TaskAcceptedResponse(BaseModel):
     task_id: str
     status: str
+    position: str = Field(description=_POSITION_DOC)
     links: dict[str, str]
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskView]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null when no more.")
+
+
+class TaskExpansion(BaseModel):
+    agents: list[AgentRow] | None = Field(
+        default=None, description="The main agent and its subtasks' agents."
+    )
+    llm_calls: list[LlmCallRow] | None = None
+    tool_calls: list[ToolCallRow] | None = None
+    approvals: list[ApprovalView] | None = None
+
+
+class TaskDetail(TaskView):
+    expanded: TaskExpansion = Field(
+        default_factory=TaskExpansion, description="What ?expand= asked for (agents, llm_calls, ...)."
+    )
+
+
+class Expand(StrEnum):
+    AGENTS = "agents"
+    LLM_CALLS = "llm_calls"
+    TOOL_CALLS = "tool_calls"
+    APPROVALS = "approvals"
 
 
 class TaskEventsPage(BaseModel):
@@ -151,59 +167,156 @@ class TaskEventsPage(BaseModel):
     response_model=TaskAcceptedResponse,
     operation_id="submit_task",
     summary="Submit a task",
+    responses={403: {"description": "The caller is a viewer"}},
 )
-async def submit_task(body: TaskCreate, resources: ResourcesDep) -> TaskAcceptedResponse:
-    """Validate, record a ``TaskSubmitted`` event on the requests topic, answer with the task id."""
-    task_id = task_id_for(body.org_id, body.idempotency_key)
+async def submit_task(
+    body: TaskCreate,
+    resources: ResourcesDep,
+    caller: OperatorDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Submitting twice with the same key (per org) yields the same task, run once.",
+        ),
+    ] = None,
+) -> TaskAcceptedResponse:
+    """Validate, record a ``TaskSubmitted`` event on the requests topic, answer with the task id and
+    where the event landed."""
+    task_id = task_id_for(caller.org_id, idempotency_key)
     stamped = submission(
         task_id=task_id,
-        org_id=body.org_id,
-        user_id=body.user_id,
+        org_id=caller.org_id,
+        user_id=caller.user_id,
         payload=TaskSubmitted(
             query=body.query,
             context=body.context,
             priority=body.priority,
             session_id=body.session_id,
-            idempotency_key=body.idempotency_key,
+            idempotency_key=idempotency_key,
             not_before=body.not_before,
             token_budget=body.token_budget,
-            user_role=body.user_role.value if body.user_role else None,
+            user_role=caller.role.value,
         ),
         now=datetime.now(UTC),
         producer=PRODUCER,
         producer_version=PRODUCER_VERSION,
     )
-    await resources.producer.publish(REQUESTS.name(resources.settings), [stamped])
+    [position] = await resources.producer.publish(REQUESTS.name(resources.settings), [stamped])
     return TaskAcceptedResponse(
         task_id=task_id,
         status="submitted",
+        position=position.token(),
         links={"self": f"/v1/tasks/{task_id}", "events": f"/v1/tasks/{task_id}/events"},
     )
 
 
-@router.get("/{task_id}", response_model=TaskView, operation_id="get_task", summary="A task's read model")
-async def get_task(task_id: str, resources: ResourcesDep) -> TaskView:
-    view = await resources.queries.task(task_id)
-    if view is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found (or not projected yet)")
-    return view
+def _cursor(view: TaskView) -> str:
+    assert view.submitted_at is not None  # listings hold only tasks whose submission is projected
+    raw = json.dumps([view.submitted_at.isoformat(), view.task_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        submitted_at, task_id = json.loads(raw)
+        return datetime.fromisoformat(submitted_at), str(task_id)
+    except (ValueError, TypeError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"cursor {cursor!r} is not valid") from exc
+
+
+@router.get(
+    "",
+    response_model=TaskPage,
+    operation_id="list_tasks",
+    summary="The org's tasks, newest first, filtered and cursor-paged",
+)
+async def list_tasks(
+    resources: ResourcesDep,
+    caller: CallerDep,
+    _: AfterDep,
+    task_status: Annotated[
+        str | None,
+        Query(alias="status", description="submitted, running, completed, failed, cancelled or rejected"),
+    ] = None,
+    user_id: Annotated[str | None, Query(max_length=128)] = None,
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+    mode: Annotated[str | None, Query(max_length=64, description="Execution mode, e.g. SINGLE.")] = None,
+    submitted_from: Annotated[
+        AwareDatetime | None, Query(alias="from", description="Submitted at or after this time.")
+    ] = None,
+    submitted_to: Annotated[
+        AwareDatetime | None, Query(alias="to", description="Submitted before this time.")
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TaskPage:
+    where = TaskFilter(
+        org_id=caller.org_id,
+        status=task_status,
+        user_id=user_id,
+        session_id=session_id,
+        execution_mode=mode,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+        before=_parse_cursor(cursor) if cursor else None,
+    )
+    tasks = await resources.queries.tasks(where, limit=limit)
+    return TaskPage(tasks=tasks, next_cursor=_cursor(tasks[-1]) if len(tasks) == limit else None)
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskDetail,
+    operation_id="get_task",
+    summary="A task's read model, optionally with its agents, LLM calls, tool calls and approvals",
+    responses={404: {"description": "No such task in the caller's org"}},
+)
+async def get_task(
+    task_id: str,
+    resources: ResourcesDep,
+    caller: CallerDep,
+    _: AfterDep,
+    expand: Annotated[list[Expand] | None, Query(description="What to include besides the task.")] = None,
+) -> TaskDetail:
+    view = await _task_of_org(resources, task_id, caller.org_id)
+    wanted = set(expand or ())
+    queries = resources.queries
+    expansion = TaskExpansion(
+        agents=await queries.agents(task_id) if Expand.AGENTS in wanted else None,
+        llm_calls=await queries.llm_calls(task_id) if Expand.LLM_CALLS in wanted else None,
+        tool_calls=await queries.tool_calls(task_id) if Expand.TOOL_CALLS in wanted else None,
+        approvals=(
+            [ApprovalView.model_validate(row) for row in await queries.approvals(task_id)]
+            if Expand.APPROVALS in wanted
+            else None
+        ),
+    )
+    return TaskDetail(**view.model_dump(), expanded=expansion)
 
 
 @router.get(
     "/{task_id}/events",
     response_model=TaskEventsPage,
     operation_id="list_task_events",
-    summary="A task's events",
+    summary="A task's events, in sequence order, paged",
+    responses={404: {"description": "No such task in the caller's org"}},
 )
 async def list_task_events(
     task_id: str,
     resources: ResourcesDep,
-    after: Annotated[int, Query(ge=-1, description="Return events with sequence greater than this.")] = -1,
+    caller: CallerDep,
+    _: AfterDep,
+    after_sequence: Annotated[
+        int, Query(alias="after_sequence", ge=-1, description="Return events with a greater sequence.")
+    ] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TaskEventsPage:
-    events = await resources.queries.events(task_id, after_sequence=after, limit=limit)
-    if not events and after == -1 and await resources.queries.task(task_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found (or not projected yet)")
+    await _task_of_org(resources, task_id, caller.org_id)
+    events = await resources.queries.events(task_id, after_sequence=after_sequence, limit=limit)
     next_after = events[-1]["sequence"] if len(events) == limit else None
     return TaskEventsPage(task_id=task_id, events=events, next_after=next_after)
 
@@ -217,24 +330,22 @@ async def _task_of_org(resources: Resources, task_id: str, org_id: str) -> TaskV
 
 
 async def _send(resources: Resources, request: TaskRequest) -> RequestAcceptedResponse:
-    topic = REQUESTS.name(resources.settings)
-    offset = await resources.producer.send_request(topic, request)
-    partition = partition_for(request.task_id, REQUESTS.partition_count(resources.settings))
+    position = await resources.producer.send_request(REQUESTS.name(resources.settings), request)
     return RequestAcceptedResponse(
         task_id=request.task_id,
         request_id=str(request.header.request_id),
         status="requested",
-        position={"topic": topic, "partition": partition, "offset": offset},
+        position=position.token(),
         links={"task": f"/v1/tasks/{request.task_id}", "events": f"/v1/tasks/{request.task_id}/events"},
     )
 
 
-def _header(task_id: str, body: TaskRequestBody) -> RequestHeader:
+def _header(task_id: str, caller: Caller) -> RequestHeader:
     return RequestHeader(
         request_id=uuid.uuid4(),
         task_id=task_id,
-        org_id=body.org_id,
-        user_id=body.user_id,
+        org_id=caller.org_id,
+        user_id=caller.user_id,
         issued_at=datetime.now(UTC),
         producer=PRODUCER,
         producer_version=PRODUCER_VERSION,
@@ -248,18 +359,19 @@ def _header(task_id: str, body: TaskRequestBody) -> RequestHeader:
     operation_id="cancel_task",
     summary="Cancel a task",
     responses={
+        403: {"description": "The caller is a viewer"},
         404: {"description": "No such task in the caller's org"},
         409: {"description": "Already ended"},
     },
 )
 async def cancel_task(
-    task_id: str, body: TaskRequestBody, resources: ResourcesDep
+    task_id: str, body: TaskRequestBody, resources: ResourcesDep, caller: OperatorDep
 ) -> RequestAcceptedResponse:
     """Ask the processor to cancel the task: in-flight effects are abandoned, late results ignored."""
-    view = await _task_of_org(resources, task_id, body.org_id)
+    view = await _task_of_org(resources, task_id, caller.org_id)
     if view.status in TERMINAL_STATUSES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task {task_id} already ended ({view.status})")
-    return await _send(resources, CancellationRequested(header=_header(task_id, body), reason=body.reason))
+    return await _send(resources, CancellationRequested(header=_header(task_id, caller), reason=body.reason))
 
 
 @router.get(
@@ -267,16 +379,24 @@ async def cancel_task(
     response_model=list[ApprovalView],
     operation_id="list_task_approvals",
     summary="A task's approvals",
+    responses={404: {"description": "No such task in the caller's org"}},
 )
-async def list_task_approvals(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[ApprovalView]:
-    await _task_of_org(resources, task_id, org_id)
+async def list_task_approvals(
+    task_id: str, resources: ResourcesDep, caller: CallerDep, _: AfterDep
+) -> list[ApprovalView]:
+    await _task_of_org(resources, task_id, caller.org_id)
     return [ApprovalView.model_validate(row) for row in await resources.queries.approvals(task_id)]
 
 
 async def _decide(
-    task_id: str, approval_id: str, approved: bool, body: TaskRequestBody, resources: Resources
+    task_id: str,
+    approval_id: str,
+    approved: bool,
+    body: TaskRequestBody,
+    resources: Resources,
+    caller: Caller,
 ) -> RequestAcceptedResponse:
-    await _task_of_org(resources, task_id, body.org_id)
+    await _task_of_org(resources, task_id, caller.org_id)
     approvals = {row["approval_id"]: row for row in await resources.queries.approvals(task_id)}
     found = approvals.get(approval_id)
     if found is None:
@@ -284,9 +404,16 @@ async def _decide(
     if found["status"] != "pending":
         raise HTTPException(status.HTTP_409_CONFLICT, f"approval {approval_id} is already {found['status']}")
     request = ApprovalDecided(
-        header=_header(task_id, body), approval_id=approval_id, approved=approved, reason=body.reason
+        header=_header(task_id, caller), approval_id=approval_id, approved=approved, reason=body.reason
     )
     return await _send(resources, request)
+
+
+_DECISION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The caller is a viewer"},
+    404: {"description": "No such task or approval in the caller's org"},
+    409: {"description": "Already decided"},
+}
 
 
 @router.post(
@@ -295,11 +422,12 @@ async def _decide(
     response_model=RequestAcceptedResponse,
     operation_id="approve_tool_call",
     summary="Approve a waiting tool call",
+    responses=_DECISION_RESPONSES,
 )
 async def approve(
-    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep
+    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep, caller: OperatorDep
 ) -> RequestAcceptedResponse:
-    return await _decide(task_id, approval_id, True, body, resources)
+    return await _decide(task_id, approval_id, True, body, resources, caller)
 
 
 @router.post(
@@ -308,11 +436,12 @@ async def approve(
     response_model=RequestAcceptedResponse,
     operation_id="reject_tool_call",
     summary="Reject a waiting tool call",
+    responses=_DECISION_RESPONSES,
 )
 async def reject(
-    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep
+    task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep, caller: OperatorDep
 ) -> RequestAcceptedResponse:
-    return await _decide(task_id, approval_id, False, body, resources)
+    return await _decide(task_id, approval_id, False, body, resources, caller)
 
 
 # A comment line every so often keeps proxies from closing an idle stream.
@@ -330,7 +459,7 @@ async def stream_task_tokens(
     task_id: str,
     request: Request,
     resources: ResourcesDep,
-    org_id: OrgQuery,
+    caller: CallerDep,
     max_seconds: Annotated[
         float, Query(gt=0, le=3600, description="Close the stream after this long.")
     ] = 300,
@@ -338,7 +467,7 @@ async def stream_task_tokens(
     """Each token delta as an ``event: token`` with JSON ``{step, attempt, delta}`` (``done: true`` ends a
     call), while the processor streams the task's model answers (``AGENTLOG_LLM_STREAM_TOKENS``). The
     live view is best effort; the recorded answer is the task's ``LlmCallCompleted`` event."""
-    await _task_of_org(resources, task_id, org_id)
+    await _task_of_org(resources, task_id, caller.org_id)
     pubsub = resources.redis.pubsub()
     await pubsub.subscribe(token_channel(task_id))
 
@@ -369,8 +498,10 @@ async def stream_task_tokens(
     operation_id="list_task_llm_calls",
     summary="A task's LLM calls (model, tier, tokens, cost, latency, cache hit)",
 )
-async def list_task_llm_calls(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[LlmCallRow]:
-    await _task_of_org(resources, task_id, org_id)
+async def list_task_llm_calls(
+    task_id: str, resources: ResourcesDep, caller: CallerDep, _: AfterDep
+) -> list[LlmCallRow]:
+    await _task_of_org(resources, task_id, caller.org_id)
     return await resources.queries.llm_calls(task_id)
 
 
@@ -380,8 +511,10 @@ async def list_task_llm_calls(task_id: str, resources: ResourcesDep, org_id: Org
     operation_id="list_task_tool_calls",
     summary="A task's tool calls (arguments, policy decision, output or error)",
 )
-async def list_task_tool_calls(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[ToolCallRow]:
-    await _task_of_org(resources, task_id, org_id)
+async def list_task_tool_calls(
+    task_id: str, resources: ResourcesDep, caller: CallerDep, _: AfterDep
+) -> list[ToolCallRow]:
+    await _task_of_org(resources, task_id, caller.org_id)
     return await resources.queries.tool_calls(task_id)
 
 
@@ -391,6 +524,8 @@ async def list_task_tool_calls(task_id: str, resources: ResourcesDep, org_id: Or
     operation_id="list_task_agents",
     summary="A task's agents (the main one and its sub-agents) with their usage",
 )
-async def list_task_agents(task_id: str, resources: ResourcesDep, org_id: OrgQuery) -> list[AgentRow]:
-    await _task_of_org(resources, task_id, org_id)
+async def list_task_agents(
+    task_id: str, resources: ResourcesDep, caller: CallerDep, _: AfterDep
+) -> list[AgentRow]:
+    await _task_of_org(resources, task_id, caller.org_id)
     return await resources.queries.agents(task_id)

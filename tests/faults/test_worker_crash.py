@@ -70,7 +70,7 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
     task_ids = []
     with api(platform.settings) as client:
         for i in range(TASKS):
-            body = {"query": f"Crash test {i} [[{name}]]", "org_id": "acme", "user_id": "alice"}
+            body = {"query": f"Crash test {i} [[{name}]]"}
             reply = client.post("/v1/tasks", json=body)
             assert reply.status_code == 202, reply.text
             task_ids.append(reply.json()["task_id"])

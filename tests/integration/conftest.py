@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from psycopg.rows import dict_row
 
+from api.auth import Role, mint_jwt
 from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryClient
@@ -23,8 +24,21 @@ TASK_TIMEOUT = 60.0
 QUERY = "What is (17 + 25) * 3?"
 
 
-def api(settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10)
+def bearer(settings: Settings, org: str = "acme", user: str = "alice", role: str = "operator") -> str:
+    """A JWT for ``user`` in ``org`` with ``role``, signed with the test platform's secret."""
+    assert settings.jwt_secret, "the test platform runs with AGENTLOG_JWT_SECRET"
+    return mint_jwt(
+        secret=settings.jwt_secret, org_id=org, user_id=user, role=Role(role), now=int(time.time())
+    )
+
+
+def api(settings: Settings, org: str = "acme", user: str = "alice", role: str = "operator") -> httpx.Client:
+    """A REST client calling as ``user`` in ``org`` with ``role`` (a JWT bearer token)."""
+    return httpx.Client(
+        base_url=f"http://{settings.api_host}:{settings.api_port}",
+        timeout=10,
+        headers={"Authorization": f"Bearer {bearer(settings, org, user, role)}"},
+    )
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -38,9 +52,17 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
-def submit_and_wait(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
-    with api(settings) as client:
-        response = client.post("/v1/tasks", json=body)
+def submit_and_wait(
+    settings: Settings,
+    body: dict[str, Any],
+    *,
+    org: str = "acme",
+    user: str = "alice",
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with api(settings, org, user) as client:
+        response = client.post("/v1/tasks", json=body, headers=headers)
         assert response.status_code == 202, response.text
         task_id = response.json()["task_id"]
 
@@ -64,7 +86,7 @@ def pg_rows(settings: Settings, sql: str, *params: Any) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def completed_task(platform: Settings) -> dict[str, Any]:
     """One task run end to end through the REST API (the view once it completed)."""
-    view = submit_and_wait(platform, {"query": QUERY, "org_id": "acme", "user_id": "alice"})
+    view = submit_and_wait(platform, {"query": QUERY})
     assert view["status"] == "completed", view
     return view
 

@@ -43,15 +43,11 @@ def test_garbage_on_the_requests_topic_is_dead_lettered_and_the_partition_keeps_
     # A valid task on the same partition, after the garbage, still completes.
     follower: dict[str, Any] = {}
     for attempt in range(200):
-        body = {
-            "query": "What is 2 + 2?",
-            "org_id": "acme",
-            "user_id": "bob",
-            "idempotency_key": f"k{attempt}",
-        }
         probe_id = task_id_for("acme", f"k{attempt}")
         if partition_for(probe_id, platform.topic_partitions) == partition:
-            follower = submit_and_wait(platform, body)
+            follower = submit_and_wait(
+                platform, {"query": "What is 2 + 2?"}, user="bob", idempotency_key=f"k{attempt}"
+            )
             assert follower["task_id"] == probe_id
             break
     assert follower.get("status") == "completed", follower

@@ -18,7 +18,7 @@ def _events(settings: Settings, task_id: str) -> list[dict[str, Any]]:
 
 
 def test_a_standard_task_runs_a_three_node_dag_with_two_subtasks_in_parallel(platform: Settings) -> None:
-    view = submit_and_wait(platform, {"query": THREE_PARTS, "org_id": "acme", "user_id": "alice"})
+    view = submit_and_wait(platform, {"query": THREE_PARTS})
     assert view["status"] == "completed", view
     assert view["execution_mode"] == "standard"
     events = _events(platform, view["task_id"])
@@ -47,7 +47,7 @@ def test_a_standard_task_runs_a_three_node_dag_with_two_subtasks_in_parallel(pla
 
 def test_a_repeated_prompt_is_a_recorded_cache_hit_at_no_cost(platform: Settings) -> None:
     # Unique per run: the cache lives in Redis for an hour, across test sessions.
-    body = {"query": f"What is 31 * 3? (cache check {uuid.uuid4()})", "org_id": "acme", "user_id": "alice"}
+    body = {"query": f"What is 31 * 3? (cache check {uuid.uuid4()})"}
     first = submit_and_wait(platform, body)
     second = submit_and_wait(platform, body)
     assert first["status"] == second["status"] == "completed"

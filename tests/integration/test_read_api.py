@@ -14,25 +14,19 @@ PLANNED = "What is 12 * 7? What is 100 / 4? Then summarise both results."
 
 def test_a_planned_tasks_calls_agents_usage_and_session_are_served(platform: Settings) -> None:
     org, session = f"org-{uuid.uuid4().hex[:8]}", f"session-{uuid.uuid4().hex[:8]}"
-    view = submit_and_wait(
-        platform, {"query": PLANNED, "org_id": org, "user_id": "alice", "session_id": session}
-    )
+    view = submit_and_wait(platform, {"query": PLANNED, "session_id": session}, org=org)
     assert view["status"] == "completed", view
     task_id = view["task_id"]
-    with api(platform) as client:
-        llm_calls = client.get(f"/v1/tasks/{task_id}/llm-calls", params={"org_id": org}).json()
-        tool_calls = client.get(f"/v1/tasks/{task_id}/tool-calls", params={"org_id": org}).json()
-        agents = client.get(f"/v1/tasks/{task_id}/agents", params={"org_id": org}).json()
-        usage = client.get("/v1/usage", params={"org_id": org}).json()
-        served_session = client.get(f"/v1/sessions/{session}", params={"org_id": org}).json()
-        assert client.get(f"/v1/tasks/{task_id}/llm-calls", params={"org_id": "other"}).status_code == 404
-        assert client.get(f"/v1/sessions/{session}", params={"org_id": "other"}).status_code == 404
-        assert (
-            client.get(
-                "/v1/usage", params={"org_id": org, "from": "2030-01-02", "to": "2030-01-01"}
-            ).status_code
-            == 422
-        )
+    with api(platform, org=org, role="viewer") as client:
+        llm_calls = client.get(f"/v1/tasks/{task_id}/llm-calls").json()
+        tool_calls = client.get(f"/v1/tasks/{task_id}/tool-calls").json()
+        agents = client.get(f"/v1/tasks/{task_id}/agents").json()
+        usage = client.get("/v1/usage").json()
+        served_session = client.get(f"/v1/sessions/{session}").json()
+        assert client.get("/v1/usage", params={"from": "2030-01-02", "to": "2030-01-01"}).status_code == 422
+    with api(platform, org="other") as client:
+        assert client.get(f"/v1/tasks/{task_id}/llm-calls").status_code == 404
+        assert client.get(f"/v1/sessions/{session}").status_code == 404
     assert len(llm_calls) == view["llm_calls"] and all(c["status"] == "completed" for c in llm_calls)
     assert len(tool_calls) == view["tool_calls"] == 2  # a calculator call in each arithmetic subtask
     assert {a["agent_id"] for a in agents} == {"main", "s1", "s2", "s3"}

@@ -49,7 +49,9 @@ def test_completed_task_is_served_by_the_rest_api(platform: Settings, completed_
         assert [e["event_type"] for e in page["events"]] == EXPECTED_TYPES
         assert page["next_after"] is None
         first = client.get(f"/v1/tasks/{view['task_id']}/events", params={"limit": 4}).json()
-        rest = client.get(f"/v1/tasks/{view['task_id']}/events", params={"after": first["next_after"]}).json()
+        rest = client.get(
+            f"/v1/tasks/{view['task_id']}/events", params={"after_sequence": first["next_after"]}
+        ).json()
         assert [e["sequence"] for e in first["events"] + rest["events"]] == list(range(len(EXPECTED_TYPES)))
         missing = client.get("/v1/tasks/no-such-task")
         assert missing.status_code == 404
@@ -71,11 +73,12 @@ def test_invalid_submissions_get_422_and_produce_nothing(platform: Settings) -> 
     topic = REQUESTS.name(platform)
     before = _end_offsets(platform, topic)
     bad_bodies: list[Any] = [
-        {"org_id": "acme", "user_id": "alice"},
-        {"query": "", "org_id": "acme", "user_id": "alice"},
-        {"query": "hi", "org_id": "not valid!", "user_id": "alice"},
-        {"query": "hi", "org_id": "acme", "user_id": "alice", "priority": "URGENT"},
-        {"query": "hi", "org_id": "acme", "user_id": "alice", "surprise": 1},
+        {"session_id": "s"},
+        {"query": ""},
+        {"query": "hi", "session_id": "not valid!"},
+        {"query": "hi", "priority": "URGENT"},
+        {"query": "hi", "surprise": 1},
+        {"query": "hi", "org_id": "someone-elses-org"},  # the org is the caller's, never the body's
         [1, 2, 3],
     ]
     with api(platform) as client:
@@ -85,7 +88,7 @@ def test_invalid_submissions_get_422_and_produce_nothing(platform: Settings) -> 
             problem = response.json()
             assert response.headers["content-type"] == "application/problem+json"
             assert problem["status"] == 422 and problem["errors"] and problem["detail"]
-        missing = client.post("/v1/tasks", json={"org_id": "acme", "user_id": "alice"}).json()
+        missing = client.post("/v1/tasks", json={"session_id": "s"}).json()
         assert [e["field"] for e in missing["errors"]] == ["query"]
         garbage = client.post("/v1/tasks", content=b"{not json", headers={"content-type": "application/json"})
         assert garbage.status_code == 422

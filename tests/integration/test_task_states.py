@@ -48,9 +48,9 @@ def test_a_resubmitted_finished_task_is_not_run_again(
 ) -> None:
     # A key of this run only: the task id derives from it, and the read model outlives test runs.
     key = f"states-redelivery-{uuid.uuid4()}"
-    body = {"query": QUERY, "org_id": "acme", "user_id": "alice", "idempotency_key": key}
+    body = {"query": QUERY}
     with api(platform) as client:
-        first = client.post("/v1/tasks", json=body).json()["task_id"]
+        first = client.post("/v1/tasks", json=body, headers={"Idempotency-Key": key}).json()["task_id"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             view = client.get(f"/v1/tasks/{first}")
@@ -60,7 +60,9 @@ def test_a_resubmitted_finished_task_is_not_run_again(
             time.sleep(0.2)
         events_before = view.json()["event_count"]
         # Same idempotency key: same task id, a second TaskSubmitted record on the requests topic.
-        assert client.post("/v1/tasks", json=body).json()["task_id"] == first
+        assert (
+            client.post("/v1/tasks", json=body, headers={"Idempotency-Key": key}).json()["task_id"] == first
+        )
     time.sleep(3)  # ample for the processor to (wrongly) start a second run
     rows = pg_rows(platform, "SELECT count(*) AS n FROM task_events WHERE task_id = %s", first)
     assert rows[0]["n"] == events_before
