@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -14,7 +18,8 @@ from api import errors
 from api.deps import Resources
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
-from api.routes import keys, org_views, tasks
+from api.routes import keys, ops, org_views, search, tasks
+from projections.lag import LagReader
 from projections.migrate import migrate
 from projections.postgres import TaskQueries
 from schemas.codec import EventCodec
@@ -43,14 +48,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(pool.close)
             redis = Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            app.state.resources = Resources(
+            # No connection is made here: a search or readiness probe finds out whether ES answers.
+            elasticsearch = AsyncElasticsearch(settings.elasticsearch_url, request_timeout=10)
+            stack.push_async_callback(elasticsearch.close)
+            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+            await kafka_admin.start()
+            stack.push_async_callback(kafka_admin.close)
+            lag = LagReader(settings)
+            await lag.start()
+            stack.push_async_callback(lag.stop)
+            resources = Resources(
                 settings=settings,
                 producer=producer,
                 queries=TaskQueries(pool),
                 redis=redis,
                 keys=KeyStore(pool),
                 limiter=RateLimiter(redis, prefix=settings.topic_prefix),
+                pool=pool,
+                elasticsearch=elasticsearch,
+                kafka_admin=kafka_admin,
+                lag=lag,
             )
+            app.state.resources = resources
+            gauges = asyncio.create_task(ops.refresh_lag_gauges(resources), name="lag-gauges")
+            stack.push_async_callback(_cancel, gauges)
             yield
 
     app = FastAPI(
@@ -63,9 +84,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(org_views.router)
     app.include_router(keys.router)
+    app.include_router(search.router)
+    app.include_router(ops.router)
+    # Sees what the exception handlers answer; an error that escapes them counts as a 500.
+    app.add_middleware(ops.RequestMetrics)
 
     @app.get("/healthz", tags=["health"], operation_id="health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "offline_llm": settings.offline}
 
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -7,13 +7,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+from aiokafka.admin import AIOKafkaAdminClient
+from elasticsearch import AsyncElasticsearch
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from api.auth import KEY_PREFIX, AuthError, Caller, Role, caller_from_jwt
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
+from projections.lag import LagReader
 from projections.postgres import TaskQueries
 from streams.position import Position
 from streams.producer import EventProducer
@@ -28,6 +32,10 @@ class Resources:
     redis: Redis
     keys: KeyStore
     limiter: RateLimiter
+    pool: AsyncConnectionPool  # the one TaskQueries reads with; also for lag and readiness
+    elasticsearch: AsyncElasticsearch  # the audit index (search, readiness)
+    kafka_admin: AIOKafkaAdminClient  # committed offsets (search ?after=), readiness
+    lag: LagReader
 
 
 def _resources(request: Request) -> Resources:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from aiokafka import TopicPartition
@@ -382,6 +382,45 @@ class TaskQueries:
             limit,
         )
         return [DeadLetterEntry.model_validate(row) for row in rows]
+
+    async def usage_breakdown(
+        self, org_id: str, first_day: date, last_day: date, group_by: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The org's completed LLM calls from ``first_day`` to ``last_day`` (UTC days of their end),
+        summed per combination of ``group_by`` keys (``day``, ``user``, ``model``): one dict per
+        group with those keys (``day``, ``user_id``, ``model``) plus ``org_id``, ``prompt_tokens``,
+        ``completion_tokens``, ``total_tokens``, ``cost_usd``, ``calls`` and ``cache_hits``, ordered
+        by the keys. Read from ``llm_calls`` (``usage_daily`` only has days); the user is the
+        task's submitter (``llm_calls`` has no user column)."""
+        columns = {
+            "day": "(c.ended_at AT TIME ZONE 'UTC')::date",
+            "user": "t.user_id",
+            "model": "c.model",
+        }
+        names = {"day": "day", "user": "user_id", "model": "model"}
+        unknown = [key for key in group_by if key not in columns]
+        if unknown or not group_by:
+            raise ValueError(f"cannot group usage by {list(group_by)!r}; choose from {list(columns)}")
+        keys = list(dict.fromkeys(group_by))  # a repeated key groups once
+        selected = ", ".join(f"{columns[key]} AS {names[key]}" for key in keys)
+        positions = ", ".join(str(k + 1) for k in range(len(keys)))
+        # Same counting as usage_daily: completed calls only, each attempt its own call.
+        return await self._rows(
+            f"SELECT {selected}, %(org_id)s::text AS org_id,"
+            " sum(c.prompt_tokens)::bigint AS prompt_tokens,"
+            " sum(c.completion_tokens)::bigint AS completion_tokens,"
+            " sum(c.total_tokens)::bigint AS total_tokens, sum(c.cost_usd) AS cost_usd,"
+            " count(*) AS calls, count(*) FILTER (WHERE c.cache_hit) AS cache_hits"
+            " FROM llm_calls c LEFT JOIN task_executions t ON t.task_id = c.task_id"
+            " WHERE c.org_id = %(org_id)s AND c.status = 'completed'"
+            " AND c.ended_at >= %(first)s AND c.ended_at < %(end)s"
+            f" GROUP BY {positions} ORDER BY {positions}",
+            {
+                "org_id": org_id,
+                "first": datetime.combine(first_day, time.min, UTC),
+                "end": datetime.combine(last_day + timedelta(days=1), time.min, UTC),
+            },
+        )
 
     async def _rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
