@@ -18,7 +18,7 @@ from api import errors
 from api.deps import Resources
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
-from api.routes import keys, ops, org_views, search, tasks
+from api.routes import keys, ops, org_views, search, stream, tasks
 from projections.lag import LagReader
 from projections.migrate import migrate
 from projections.postgres import TaskQueries
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(tasks.router)
+    app.include_router(stream.router)
     app.include_router(org_views.router)
     app.include_router(keys.router)
     app.include_router(search.router)

@@ -62,7 +62,15 @@ async def _caller(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key_header)],
 ) -> Caller:
-    token = api_key or (bearer.credentials if bearer else None)
+    return await authenticate(resources, api_key or (bearer.credentials if bearer else None))
+
+
+async def authenticate(resources: Resources, token: str | None) -> Caller:
+    """The caller an API key or JWT stands for, after its rate limit; 401 (or 429) otherwise.
+
+    What ``CallerDep`` does with the request's headers; callers that get the token elsewhere (a
+    WebSocket's ``?access_token=``, which browsers must use) authenticate it the same way.
+    """
     if not token:
         raise _unauthorized("send an API key (Authorization: Bearer alk_... or X-API-Key) or a JWT")
     settings = resources.settings

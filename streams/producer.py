@@ -50,6 +50,12 @@ class EventProducer:
             await self._kafka.stop()
 
     @property
+    def codec(self) -> EventCodec:
+        """The codec this producer encodes with; readers in the same process decode with it too
+        (one registry client and one schema cache per process)."""
+        return self._codec
+
+    @property
     def _producer(self) -> AIOKafkaProducer:
         if self._kafka is None:
             raise RuntimeError("EventProducer.start() was not awaited")

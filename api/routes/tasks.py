@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Caller
 from api.deps import AfterDep, CallerDep, OperatorDep, Resources, ResourcesDep
-from processors.llm.streaming import channel as token_channel
 from processors.task.history import submission
 from projections.agent_view import AgentRow
 from projections.llm_call_view import LlmCallRow
@@ -442,54 +438,6 @@ async def reject(
     task_id: str, approval_id: str, body: TaskRequestBody, resources: ResourcesDep, caller: OperatorDep
 ) -> RequestAcceptedResponse:
     return await _decide(task_id, approval_id, False, body, resources, caller)
-
-
-# A comment line every so often keeps proxies from closing an idle stream.
-_KEEPALIVE_SECONDS = 15.0
-
-
-@router.get(
-    "/{task_id}/stream",
-    operation_id="stream_task_tokens",
-    summary="Live tokens of the task's LLM calls (server-sent events)",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "No such task in the org"}},
-)
-async def stream_task_tokens(
-    task_id: str,
-    request: Request,
-    resources: ResourcesDep,
-    caller: CallerDep,
-    max_seconds: Annotated[
-        float, Query(gt=0, le=3600, description="Close the stream after this long.")
-    ] = 300,
-) -> StreamingResponse:
-    """Each token delta as an ``event: token`` with JSON ``{step, attempt, delta}`` (``done: true`` ends a
-    call), while the processor streams the task's model answers (``AGENTLOG_LLM_STREAM_TOKENS``). The
-    live view is best effort; the recorded answer is the task's ``LlmCallCompleted`` event."""
-    await _task_of_org(resources, task_id, caller.org_id)
-    pubsub = resources.redis.pubsub()
-    await pubsub.subscribe(token_channel(task_id))
-
-    async def events() -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_seconds
-        quiet_since = loop.time()
-        try:
-            yield ": subscribed\n\n"
-            while loop.time() < deadline and not await request.is_disconnected():
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None:
-                    quiet_since = loop.time()
-                    yield f"event: token\ndata: {message['data'].decode()}\n\n"
-                elif loop.time() - quiet_since > _KEEPALIVE_SECONDS:
-                    quiet_since = loop.time()
-                    yield ": keep-alive\n\n"
-        finally:
-            await pubsub.unsubscribe()
-            await pubsub.aclose()
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.get(

@@ -5,7 +5,6 @@ mid-flight, budgets, and durable retries of a failing provider."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from streams.position import Position
 from streams.topics import REQUESTS
 from tests.fixtures.platform import BUDGETS_USD, ScriptedPlatform
 from tests.fixtures.scripted_llm import Step
-from tests.integration.conftest import TASK_TIMEOUT, api, bearer, read_dead_letters, wait_for
+from tests.integration.conftest import TASK_TIMEOUT, api, read_dead_letters, wait_for
 
 PYTHON_PRINT = Step(tool_calls=(("python", {"code": "print(6 * 7)"}),))
 DONE = Step(content="done")
@@ -335,34 +334,3 @@ def test_the_openapi_documents_the_new_endpoints(scripted_platform: ScriptedPlat
     ).json()
     operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"cancel_task", "approve_tool_call", "reject_tool_call", "list_task_approvals"} <= operations
-
-
-# -- live tokens -----------------------------------------------------------------------------
-
-
-def test_the_answers_tokens_stream_live_and_the_whole_answer_is_recorded(
-    scripted_platform: ScriptedPlatform,
-) -> None:
-    answer = "The quick brown fox jumps over the lazy dog."
-    script = _script(scripted_platform, Step(content=answer, delay=2.0))
-    task_id = _submit(scripted_platform, script)
-    wait_for(lambda: _view(scripted_platform, task_id), TASK_TIMEOUT, "the task in the read model")
-    settings = scripted_platform.settings
-    url = f"http://{settings.api_host}:{settings.api_port}/v1/tasks/{task_id}/stream"
-    deltas: list[str] = []
-    headers = {"Authorization": f"Bearer {bearer(settings)}"}
-    with httpx.stream("GET", url, params={"max_seconds": 30}, headers=headers, timeout=40) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            token = json.loads(line.removeprefix("data: "))
-            if token.get("done"):
-                break
-            deltas.append(token["delta"])
-    assert "".join(deltas) == answer and len(deltas) > 1  # it came word by word
-    view = _ended(scripted_platform, task_id)
-    assert view["result"] == answer
-    with api(settings, org="other-org") as client:
-        assert client.get(f"/v1/tasks/{task_id}/stream").status_code == 404
