@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from api.cli_keys import demo_key, keys_app
+from api.cli_projections import rebuild, reconcile
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(help="agentlog: event-sourced multi-agent platform on Kafka.", no_args_is_help=True)
@@ -534,6 +535,8 @@ def stop() -> None:
     pid_file.unlink()
 
 
+app.command()(rebuild)
+app.command()(reconcile)
 
 
 def main() -> None:
