@@ -10,12 +10,12 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import AsyncElasticsearch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from api import errors
-from api.deps import Resources
+from api.deps import Resources, reject_nul
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
 from api.routes import keys, ops, org_views, search, stream, tasks
@@ -79,8 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event-sourced multi-agent platform on Kafka: submit tasks, query read models.",
         lifespan=lifespan,
+        responses=errors.COMMON_RESPONSES,
+        dependencies=[Depends(reject_nul)],
     )
     errors.install(app)
+    errors.install_openapi(app)
     app.include_router(tasks.router)
     app.include_router(stream.router)
     app.include_router(org_views.router)

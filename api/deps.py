@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
 from api.auth import KEY_PREFIX, AuthError, Caller, Role, caller_from_jwt
 from api.keys import KeyStore
@@ -22,6 +23,7 @@ from projections.postgres import TaskQueries
 from streams.position import Position
 from streams.producer import EventProducer
 from streams.settings import Settings
+from streams.topics import DEAD_LETTER, TASK_TOPICS
 
 
 @dataclass
@@ -138,7 +140,6 @@ async def _read_after(
                 " read model has applied that record (read-your-writes); 503 if it has not within"
                 " the platform's bound."
             ),
-            examples=["agentlog.requests:3:1042"],
         ),
     ] = None,
 ) -> Position | None:
@@ -148,6 +149,16 @@ async def _read_after(
         position = Position.parse(after)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    # A position no command of this platform can have answered would only time out: say so now.
+    partitions = {
+        spec.name(resources.settings): spec.partition_count(resources.settings)
+        for spec in (*TASK_TOPICS, DEAD_LETTER)
+    }
+    if partitions.get(position.topic, 0) <= position.partition:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"{after} is not a position in a topic partition the read model projects",
+        )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + resources.settings.api_after_timeout_seconds
     while not await resources.queries.applied("postgres", position):
@@ -164,3 +175,15 @@ async def _read_after(
 
 AfterDep = Annotated[Position | None, Depends(_read_after)]
 """``?after=<position>``: the query waits until the Postgres projection has applied that record."""
+
+
+async def reject_nul(request: HTTPConnection) -> None:
+    """422 for a NUL character in a path or query parameter: no stored id or text can hold one
+    (Postgres text cannot), so it names nothing, and it must not reach a query as a server error."""
+    # HTTPConnection, not Request: as an app-wide dependency this also runs for WebSocket routes.
+    for kind, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if "\x00" in str(value):
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_ENTITY, f"{kind} parameter {name} contains a NUL character"
+                )

@@ -25,6 +25,7 @@ class Position(NamedTuple):
     def parse(cls, token: str) -> Position:
         """The position ``token`` names; ``ValueError`` (with the expected form) when it names none."""
         match = _TOKEN.match(token)
-        if match is None:
+        # Kafka offsets are signed 64-bit; a larger number names no record.
+        if match is None or int(match.group(3)) >= 2**63:
             raise ValueError(f"{token!r} is not a position; expected topic:partition:offset")
         return cls(match.group(1), int(match.group(2)), int(match.group(3)))
