@@ -5,6 +5,7 @@ mid-flight, budgets, and durable retries of a failing provider."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from streams.topics import REQUESTS
 from tests.fixtures.platform import BUDGETS_USD, ScriptedPlatform
 from tests.fixtures.scripted_llm import Step
 from tests.integration.conftest import TASK_TIMEOUT, api, read_dead_letters, wait_for
+from tests.integration.test_produce import run_cli
 
 PYTHON_PRINT = Step(tool_calls=(("python", {"code": "print(6 * 7)"}),))
 DONE = Step(content="done")
@@ -29,28 +31,45 @@ def _script(platform: ScriptedPlatform, *steps: Step) -> str:
     return name
 
 
-def _submit(platform: ScriptedPlatform, script: str, role: str = "operator", **body: Any) -> str:
+def _submit(
+    platform: ScriptedPlatform, script: str, role: str = "operator", org: str = "acme", **body: Any
+) -> str:
     payload = {"query": f"Scripted task [[{script}]]", **body}
-    with api(platform.settings, role=role) as client:
+    with api(platform.settings, org=org, role=role) as client:
         response = client.post("/v1/tasks", json=payload)
     assert response.status_code == 202, response.text
     return str(response.json()["task_id"])
 
 
-def _view(platform: ScriptedPlatform, task_id: str) -> dict[str, Any] | None:
-    with api(platform.settings) as client:
+def _produce(platform: ScriptedPlatform, script: str, role: str | None) -> str:
+    """A task submitted on Kafka by another system (``agentlog produce``), as a user of ``role``: the
+    REST API lets only operators and admins submit, but the policy also decides for tasks that
+    producers submit for viewers or for callers of no role."""
+    task_id = f"produced-{uuid.uuid4()}"
+    data = {
+        "query": f"Scripted task [[{script}]]",
+        "user_role": role,
+        "envelope": {"task_id": task_id, "org_id": "acme", "user_id": "alice"},
+    }
+    produced = run_cli(platform.settings, "TaskSubmitted", "--data", json.dumps(data))
+    assert produced.returncode == 0, produced.stdout + produced.stderr
+    return task_id
+
+
+def _view(platform: ScriptedPlatform, task_id: str, org: str = "acme") -> dict[str, Any] | None:
+    with api(platform.settings, org=org) as client:
         reply = client.get(f"/v1/tasks/{task_id}")
     return reply.json() if reply.status_code == 200 else None
 
 
-def _events(platform: ScriptedPlatform, task_id: str) -> list[dict[str, Any]]:
-    with api(platform.settings) as client:
+def _events(platform: ScriptedPlatform, task_id: str, org: str = "acme") -> list[dict[str, Any]]:
+    with api(platform.settings, org=org) as client:
         return list(client.get(f"/v1/tasks/{task_id}/events", params={"limit": 1000}).json()["events"])
 
 
-def _ended(platform: ScriptedPlatform, task_id: str) -> dict[str, Any]:
+def _ended(platform: ScriptedPlatform, task_id: str, org: str = "acme") -> dict[str, Any]:
     def ended() -> dict[str, Any] | None:
-        view = _view(platform, task_id)
+        view = _view(platform, task_id, org)
         done = view and view["status"] in ("completed", "failed", "cancelled", "rejected")
         return view if done and view["event_count"] == view["last_sequence"] + 1 else None
 
@@ -89,7 +108,7 @@ def test_a_denied_tool_call_is_recorded_with_its_rule_and_never_runs(
     scripted_platform: ScriptedPlatform,
 ) -> None:
     script = _script(scripted_platform, PYTHON_PRINT, DONE)
-    task_id = _submit(scripted_platform, script)  # no role: default deny for code execution
+    task_id = _produce(scripted_platform, script, role=None)  # no role: default deny for code execution
     view = _ended(scripted_platform, task_id)
     assert view["status"] == "completed", view
     types = _types(scripted_platform, task_id)
@@ -102,7 +121,7 @@ def test_a_denied_tool_call_is_recorded_with_its_rule_and_never_runs(
 
 def _approval_waiting(platform: ScriptedPlatform) -> tuple[str, str]:
     script = _script(platform, PYTHON_PRINT, DONE)
-    task_id = _submit(platform, script, role="viewer")
+    task_id = _produce(platform, script, role="viewer")
     requested = _wait_event(platform, task_id, "ApprovalRequested")["payload"]
     assert requested["tool"] == "python" and requested["rule"] == "python-viewers-approval"
     with api(platform.settings) as client:
@@ -234,11 +253,11 @@ def test_a_task_token_budget_fails_the_task_before_the_call(scripted_platform: S
 def test_an_org_daily_budget_fails_the_task_before_the_call(scripted_platform: ScriptedPlatform) -> None:
     [org] = BUDGETS_USD
     script = _script(scripted_platform, DONE)
-    task_id = _submit(scripted_platform, script, org_id=org)
-    view = _ended(scripted_platform, task_id)
+    task_id = _submit(scripted_platform, script, org=org)
+    view = _ended(scripted_platform, task_id, org)
     assert view["status"] == "failed" and "budget" in view["error"], view
     [exceeded] = [
-        e["payload"] for e in _events(scripted_platform, task_id) if e["event_type"] == "BudgetExceeded"
+        e["payload"] for e in _events(scripted_platform, task_id, org) if e["event_type"] == "BudgetExceeded"
     ]
     assert exceeded["scope"] == "ORG_DAY" and exceeded["limit_usd"] == BUDGETS_USD[org]
     assert scripted_platform.llm.keys_for(task_id) == {}

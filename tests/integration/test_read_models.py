@@ -133,13 +133,8 @@ async def test_a_planned_task_fills_the_read_models_and_redelivery_changes_nothi
     org_id, session_id = f"org-{suffix}", f"session-{suffix}"
     view = submit_and_wait(
         platform,
-        {
-            "query": PLANNED_QUERY,
-            "org_id": org_id,
-            "user_id": "alice",
-            "session_id": session_id,
-            "token_budget": 50000,
-        },
+        {"query": PLANNED_QUERY, "session_id": session_id, "token_budget": 50000},
+        org=org_id,
     )
     assert view["status"] == "completed", view
     task_id = view["task_id"]
