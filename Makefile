@@ -49,6 +49,6 @@ unit: install ## Unit tests only (no services needed)
 lint: install ## ruff, mypy, and the schemas against the released set and the AsyncAPI document
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams processors schemas api projections bench
+	$(BIN)/mypy streams processors schemas api projections audit bench
 	$(BIN)/agentlog schemas check --released
 	$(BIN)/agentlog asyncapi --check
