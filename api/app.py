@@ -19,6 +19,7 @@ from api.deps import Resources, reject_nul
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
 from api.routes import keys, ops, org_views, search, stream, tasks
+from api.routes import reexecute as reexecute_routes
 from projections.lag import LagReader
 from projections.migrate import migrate
 from projections.postgres import TaskQueries
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     errors.install_openapi(app)
     app.include_router(tasks.router)
+    app.include_router(reexecute_routes.router)
     app.include_router(stream.router)
     app.include_router(org_views.router)
     app.include_router(keys.router)

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from api.cli_keys import demo_key, keys_app
 from api.cli_projections import rebuild, reconcile
+from api.cli_reexecute import reexecute
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(help="agentlog: event-sourced multi-agent platform on Kafka.", no_args_is_help=True)
@@ -537,6 +538,7 @@ def stop() -> None:
 
 app.command()(rebuild)
 app.command()(reconcile)
+app.command()(reexecute)
 
 
 def main() -> None:

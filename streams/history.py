@@ -57,8 +57,11 @@ async def read_task_events(
                 batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
                 for record in batch.get(tp, []):
                     if record.key == key:
-                        event = await codec.decode(record.value)
-                        found.setdefault(event.sequence, event)
+                        # The requests topic also carries requests to the task (cancellation,
+                        # approval decisions) under its key: they are not events of its history.
+                        event = await codec.decode_record(record.value)
+                        if isinstance(event, Event):
+                            found.setdefault(event.sequence, event)
     finally:
         await consumer.stop()
     if not found and since is None:

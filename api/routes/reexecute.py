@@ -1,0 +1,35 @@
+"""``POST /v1/tasks/{task_id}/reexecute``: today's decider over a task's history (docs/audit.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import OperatorDep, ResourcesDep
+from audit.reexecute import Report, reexecute
+from streams.history import TaskNotFoundError, read_task_events
+
+router = APIRouter(prefix="/v1/tasks", tags=["audit"])
+
+
+@router.post(
+    "/{task_id}/reexecute",
+    response_model=Report,
+    operation_id="reexecute_task",
+    summary="Re-execute a task's history with today's decider",
+    responses={
+        403: {"description": "The caller is a viewer"},
+        404: {"description": "No such task in the caller's org"},
+    },
+)
+async def reexecute_task(task_id: str, resources: ResourcesDep, caller: OperatorDep) -> Report:
+    """Reads the task's events from the log, feeds the recorded results to today's decider, and
+    reports the first event it would decide differently (``outcome``: passed, diverged, unreplayable).
+    Nothing is called and nothing is written."""
+    try:
+        events = await read_task_events(resources.settings, resources.producer.codec, task_id)
+    except TaskNotFoundError:
+        events = []
+    # The same answer for another org's task as for none: its existence is not disclosed.
+    if not events or events[0].envelope.org_id != caller.org_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    return reexecute(events)
