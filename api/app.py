@@ -18,7 +18,7 @@ from api import errors
 from api.deps import Resources, reject_nul
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
-from api.routes import keys, ops, org_views, search, stream, tasks
+from api.routes import audit_timeline, keys, ops, org_views, search, stream, tasks
 from api.routes import reexecute as reexecute_routes
 from projections.lag import LagReader
 from projections.migrate import migrate
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(search.router)
     app.include_router(ops.router)
+    app.include_router(audit_timeline.router)
     # Sees what the exception handlers answer; an error that escapes them counts as a 500.
     app.add_middleware(ops.RequestMetrics)
 

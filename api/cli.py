@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_audit_timeline import diff, print_timeline, read_timeline, replay, state
 from api.cli_keys import demo_key, keys_app
 from api.cli_projections import rebuild, reconcile
 from api.cli_reexecute import reexecute
@@ -404,55 +405,6 @@ def produce(
         )
 
 
-def _print_timeline(rows: list[dict[str, Any]], task_id: str) -> None:
-    table = Table(title=f"task {task_id}", show_lines=False)
-    for column in ("seq", "event", "step", "model / tool", "tokens", "latency ms", "+ms", "detail"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            str(row["sequence"]),
-            row["event_type"],
-            "" if row["step"] is None else str(row["step"]),
-            row["tool"] or row["model"] or "",
-            "" if row["tokens"] is None else str(row["tokens"]),
-            "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}",
-            "" if row["since_previous_ms"] is None else f"{row['since_previous_ms']:.0f}",
-            escape((row["detail"] or "")[:120]),
-        )
-    console.print(table)
-
-
-async def _read_timeline(settings: Settings, task_id: str) -> list[dict[str, Any]]:
-    from api.timeline import timeline_rows
-    from schemas.codec import EventCodec
-    from schemas.registry.client import RegistryClient
-    from streams.history import read_task_events
-
-    registry = RegistryClient(settings.schema_registry_url)
-    try:
-        return timeline_rows(await read_task_events(settings, EventCodec(registry), task_id))
-    finally:
-        await registry.close()
-
-
-@app.command()
-def replay(
-    task_id: Annotated[str, typer.Argument(help="Task id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the timeline as JSON.")] = False,
-) -> None:
-    """Read a task's events back from Kafka and print its timeline."""
-    from streams.history import TaskNotFoundError
-
-    try:
-        rows = asyncio.run(_read_timeline(get_settings(), task_id))
-    except TaskNotFoundError as exc:
-        raise _fail(str(exc)) from exc
-    if as_json:
-        console.print_json(json.dumps(rows))
-    else:
-        _print_timeline(rows, task_id)
-
-
 def _platform_running(settings: Settings) -> bool:
     try:
         return httpx.get(f"{_api_url(settings)}/healthz", timeout=2).status_code == 200
@@ -499,7 +451,7 @@ def demo(
     if view is None or view["status"] != "completed":
         raise _fail(f"task {task_id} did not complete via the REST API within {timeout}s: {view}")
     console.print(f"[bold green]task {task_id} completed[/]: {escape(view['result'])}")
-    _print_timeline(asyncio.run(_read_timeline(settings, task_id)), task_id)
+    print_timeline(read_timeline(settings, task_id), task_id)
     base = _api_url(settings)
     console.print(f"query it (with -H 'Authorization: Bearer {demo_key('demo-org', 'demo-user')}'):")
     for url in (
@@ -536,6 +488,9 @@ def stop() -> None:
     pid_file.unlink()
 
 
+app.command()(replay)
+app.command()(state)
+app.command()(diff)
 app.command()(rebuild)
 app.command()(reconcile)
 app.command()(reexecute)
