@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from api.cli_audit_timeline import diff, print_timeline, read_timeline, replay, state
+from api.cli_fork import compare_tasks, fork
 from api.cli_keys import demo_key, keys_app
 from api.cli_projections import rebuild, reconcile
 from api.cli_reexecute import reexecute
@@ -494,6 +495,8 @@ app.command()(diff)
 app.command()(rebuild)
 app.command()(reconcile)
 app.command()(reexecute)
+app.command()(fork)
+app.command("compare")(compare_tasks)
 
 
 def main() -> None:

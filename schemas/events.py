@@ -183,6 +183,20 @@ class TaskFailed(_Totals):
     error: str
 
 
+class TaskForked(Payload):
+    """The task is a fork: its earlier events copy the source's first ``prefix_events``."""
+
+    record_name: ClassVar[str] = "TaskForked"
+    source_task_id: str
+    prefix_events: Int64
+    source_last_event_id: str | None = None
+    forked_by: str
+    model: str | None = None
+    input: str | None = None
+    overrides: dict[str, str] = Field(default_factory=dict)
+    reissued: list[str] = Field(default_factory=list)
+
+
 class PlanDecided(Payload):
     record_name: ClassVar[str] = "PlanDecided"
     execution_mode: ExecutionMode
@@ -407,6 +421,7 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         TaskCancelled,
         TaskCompleted,
         TaskFailed,
+        TaskForked,
         PlanDecided,
         SubtaskStarted,
         SubtaskCompleted,

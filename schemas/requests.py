@@ -63,6 +63,17 @@ class ApprovalDecided(TaskRequest):
     reason: str
 
 
+class TaskForkRequested(TaskRequest):
+    """Start a new task (``header.task_id``) from the first ``prefix_events`` events of another."""
+
+    record_name: ClassVar[str] = "TaskForkRequested"
+    source_task_id: str = Field(min_length=1)
+    prefix_events: int = Field(ge=0, le=2**63 - 1)  # at least 1 to be valid: checked on forking
+    model: str | None = None
+    input: str | None = None
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
 REQUEST_TYPES: dict[str, type[TaskRequest]] = {
-    cls.fullname(): cls for cls in (CancellationRequested, ApprovalDecided)
+    cls.fullname(): cls for cls in (CancellationRequested, ApprovalDecided, TaskForkRequested)
 }

@@ -125,8 +125,25 @@ class RecordBudgetVerdict(_Command):
     reason: str | None = None  # why it was refused, when not simply spent (e.g. the ledger is down)
 
 
+class ForkTask(_Command):
+    """Continue a task whose history so far is a copy of another's first ``prefix_events`` events.
+
+    The shell has copied the prefix; the decision records ``TaskForked`` with the changes and asks
+    again, under this task's idempotency keys, for every effect the prefix left pending.
+    """
+
+    source_task_id: str
+    prefix_events: int = Field(ge=1)
+    source_last_event_id: str | None = None
+    forked_by: str
+    model: str | None = None
+    input: str | None = None
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
 Command = (
     StartTask
+    | ForkTask
     | RecordModelResponse
     | RecordModelFailure
     | RecordPolicyDecision

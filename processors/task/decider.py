@@ -34,6 +34,7 @@ from processors.task.commands import (
     Command,
     DecideApproval,
     Effect,
+    ForkTask,
     RecordBudgetVerdict,
     RecordModelFailure,
     RecordModelResponse,
@@ -44,6 +45,7 @@ from processors.task.commands import (
     StartTask,
     ToolCall,
 )
+from processors.task.overrides import ForkChangeError, parse_overrides
 from processors.task.planning import (
     AGENTS,
     PLAN_SCHEMA_JSON,
@@ -85,6 +87,7 @@ from schemas.events import (
     LlmCallCompleted,
     LlmCallFailed,
     LlmCallRequested,
+    ModelTier,
     Payload,
     PlanDecided,
     SubtaskCompleted,
@@ -94,6 +97,7 @@ from schemas.events import (
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
+    TaskForked,
     TaskRejected,
     TaskSubmitted,
     ToolCallAuthorized,
@@ -111,6 +115,7 @@ __all__ = [
     "Command",
     "DecideApproval",
     "Effect",
+    "ForkTask",
     "HistoryError",
     "RecordBudgetVerdict",
     "RecordModelFailure",
@@ -224,6 +229,8 @@ def decide(command: Command, state: TaskState) -> list[Payload]:
     match command:
         case StartTask():
             _start(command, decision)
+        case ForkTask():
+            _fork(command, decision)
         case CancelTask():
             _cancel(command, decision)
         case DecideApproval():
@@ -279,18 +286,24 @@ def _start(command: StartTask, d: _Decision) -> None:
         return  # a delayed task: the shell starts it again at not_before
     score = complexity(state.query)
     mode = execution_mode(score)
+    # A fork of a task that was not accepted yet starts with the fork's changes (TaskForked).
+    forked = parse_overrides(state.fork_overrides)
     d.emit(
         TaskAccepted(
             execution_mode=mode,
             complexity=score,
-            max_steps=command.max_steps,
+            max_steps=forked.get("max_steps", command.max_steps),
             provider=command.provider,
-            model=command.model,
+            model=state.model or command.model,
+            tier=forked.get("tier", ModelTier.MEDIUM),
             offline=command.offline,
             tools=list(command.tools),
-            max_attempts=command.max_attempts,
-            max_parallel=command.max_parallel,
-            token_budget=state.token_budget if state.token_budget is not None else command.token_budget,
+            max_attempts=forked.get("max_attempts", command.max_attempts),
+            max_parallel=forked.get("max_parallel", command.max_parallel),
+            token_budget=forked.get(
+                "token_budget",
+                state.token_budget if state.token_budget is not None else command.token_budget,
+            ),
             org_budget_usd=command.org_budget_usd,
         )
     )
@@ -300,6 +313,78 @@ def _start(command: StartTask, d: _Decision) -> None:
         _request(
             d, MAIN_AGENT, planner_messages(state.query, mode), tools=(), response_format=PLAN_SCHEMA_JSON
         )
+
+
+def _fork(command: ForkTask, d: _Decision) -> None:
+    """Record the branch point and ask again, under this task's keys, for what the prefix left pending.
+
+    The copied requests carry the source's idempotency keys: answering them here would mix the two
+    runs' effects (and their provider-side deduplication), so each is requested anew.
+    """
+    state = d.state
+    if state.forked_from is not None or state.status not in (Status.SUBMITTED, Status.RUNNING):
+        return  # a duplicate fork command, or a prefix that already ended the task
+    pending = [(agent.agent_id, agent.pending_llm, agent.tools) for agent in state.agents.values()]
+    reissued = [
+        key
+        for _, request, calls in pending
+        for key in ([request.idempotency_key] if request else []) + [c.request.idempotency_key for c in calls]
+    ]
+    d.emit(
+        TaskForked(
+            source_task_id=command.source_task_id,
+            prefix_events=command.prefix_events,
+            source_last_event_id=command.source_last_event_id,
+            forked_by=command.forked_by,
+            model=command.model,
+            input=command.input,
+            overrides=dict(command.overrides),
+            reissued=reissued,
+        )
+    )
+    for agent_id, request, calls in pending:
+        if request is not None:
+            extra = (
+                [{"role": "user", "content": command.input}]
+                if command.input is not None and agent_id == MAIN_AGENT
+                else []
+            )
+            _request_again(d, agent_id, request, extra)
+        for call in calls:
+            d.emit(
+                call.request.model_copy(
+                    update={
+                        "idempotency_key": idempotency_key(
+                            state.task_id, call.request.step, call.request.tool_call_id, agent_id
+                        )
+                    }
+                )
+            )
+
+
+def _request_again(
+    d: _Decision, agent_id: str, request: LlmCallRequested, extra: list[dict[str, Any]]
+) -> None:
+    """A pending LLM call of the prefix requested again by this task (its messages are already in the
+    agent's conversation; ``extra`` are added), with the task's current model and tier."""
+    state = d.state
+    agent = state.agents[agent_id]
+    added = tuple(_message(m) for m in extra)
+    d.emit(
+        LlmCallRequested(
+            step=request.step,
+            agent_id=agent_id,
+            idempotency_key=idempotency_key(state.task_id, request.step, agent_id=agent_id),
+            provider=request.provider,
+            model=state.model,
+            tier=state.tier,
+            messages_json=f"[{','.join(added)}]",
+            prompt_messages=len(agent.messages) + len(added),
+            prompt_sha256=_sha256(f"[{','.join((*agent.messages, *added))}]"),
+            tools=list(request.tools),
+            response_format_json=request.response_format_json,
+        )
+    )
 
 
 def _request(
@@ -911,6 +996,8 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
             return _with_agent(state, agent).model_copy(update={"tool_calls": state.tool_calls + 1})
         case BudgetReserved():
             return state.model_copy(update={"reserved": (*state.reserved, payload.idempotency_key)})
+        case TaskForked():
+            return _forked(state, payload)
         case TaskCompleted():
             return state.model_copy(update={"status": Status.COMPLETED, "result": payload.result})
         case TaskFailed() | TaskRejected():
@@ -928,6 +1015,34 @@ def _apply_payload(state: TaskState, payload: Payload) -> TaskState:
     if type(payload) in RECORDED_ONLY:
         return state
     raise HistoryError(f"no evolve rule for {type(payload).__name__}")
+
+
+def _forked(state: TaskState, payload: TaskForked) -> TaskState:
+    """The branch point: the changes apply, and the effects the prefix left pending are dropped (the
+    fork requests them again under its own keys, in the same decision)."""
+    try:
+        updates: dict[str, Any] = parse_overrides(payload.overrides)
+    except ForkChangeError as exc:
+        raise HistoryError(f"TaskForked of task {state.task_id}: {exc}") from exc
+    if state.status is Status.SUBMITTED:
+        updates = {}  # TaskAccepted takes them (fork_overrides); it would overwrite them here
+    if payload.model:
+        updates["model"] = payload.model
+    if payload.input is not None and not state.main.messages:
+        updates["query"] = payload.input  # forked before the first call: the task runs on the new input
+    agents = {
+        agent_id: agent.model_copy(update={"pending_llm": None, "retry_at": None, "tools": ()})
+        for agent_id, agent in state.agents.items()
+    }
+    return state.model_copy(
+        update={
+            **updates,
+            "agents": agents,
+            "forked_from": payload.source_task_id,
+            "forked_at": payload.prefix_events,
+            "fork_overrides": dict(payload.overrides),
+        }
+    )
 
 
 def fold(events: Iterable[Event], state: TaskState | None = None) -> TaskState:

@@ -129,6 +129,9 @@ class TaskState(BaseModel):
     result: str | None = None
     error: str | None = None
     failure_reason: str | None = None  # TaskFailed.reason / TaskRejected.reason
+    forked_from: str | None = None  # TaskForked: the source task and how many of its events were copied
+    forked_at: int | None = None
+    fork_overrides: dict[str, str] = {}  # TaskForked.overrides: a fork before TaskAccepted starts with them
 
     @property
     def main(self) -> AgentState:

@@ -28,8 +28,9 @@ from typing import Any
 import faust
 import mode.loop
 
-from processors.task.commands import CancelTask, Command, DecideApproval
-from processors.task.decider import RETRY_EXHAUSTED, evolve
+from audit.fork import ForkError, check_fork, copy_prefix
+from processors.task.commands import CancelTask, Command, DecideApproval, ForkTask
+from processors.task.decider import RETRY_EXHAUSTED, evolve, fold
 from processors.task.interpreters import build_runner
 from processors.task.recovery import reconcile
 from processors.task.runner import TaskRunner, utc_now
@@ -39,13 +40,13 @@ from processors.task.states import TaskStates
 from schemas.codec import EventCodec
 from schemas.events import Event, Priority, TaskSubmitted
 from schemas.registry.client import RegistryClient, RegistryUnavailable
-from schemas.requests import ApprovalDecided, CancellationRequested, TaskRequest
+from schemas.requests import ApprovalDecided, CancellationRequested, TaskForkRequested, TaskRequest
 from streams.faust_app import create_app
 from streams.headers import header_map
 from streams.history import read_task_events
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
-from streams.topics import REQUESTS, TASK_STATE
+from streams.topics import EVENTS, REQUESTS, TASK_STATE
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class _Run:
     inbox: asyncio.Queue[Command] = field(default_factory=asyncio.Queue)
     started: bool = False
     delayed: bool = False  # queued without a read-ahead place
+    fork: TaskForkRequested | None = None  # a new task to start as a copy of another's prefix
 
 
 class _Resources:
@@ -192,7 +194,41 @@ def build_app(settings: Settings | None = None) -> faust.App:
             await queued.acquire()  # backpressure; a delayed task holds no read-ahead place
         schedule(run, not_before)
 
+    async def receive_fork(record: faust.EventT[bytes], request: TaskForkRequested) -> None:
+        """A fork is a new task: started like a submission, from the source's copied prefix."""
+        task_id = request.task_id
+        if task_id in runs or states.get(task_id) is not None:
+            log.info("fork %s already known; duplicate request ignored", task_id)
+            await ack(record)
+            return
+        run = _Run(task_id, Priority.NORMAL, fork=request)
+        run.records.append(record)
+        await queued.acquire()
+        schedule(run, None)
+
+    async def start_fork(request: TaskForkRequested) -> tuple[TaskState, ForkTask]:
+        """Copy the source's prefix onto the log as the fork's first events; the state after it."""
+        source = await read_task_events(settings, resources.codec, request.source_task_id)
+        if source[0].envelope.org_id != request.header.org_id:
+            raise ForkError(f"task {request.source_task_id} is not in org {request.header.org_id}")
+        check_fork(source, request.prefix_events, input=request.input, overrides=request.overrides)
+        copied = copy_prefix(source, request.prefix_events, task_id=request.task_id)
+        await resources.producer.publish(EVENTS.name(settings), copied)
+        command = ForkTask(
+            source_task_id=request.source_task_id,
+            prefix_events=request.prefix_events,
+            source_last_event_id=str(source[request.prefix_events - 1].envelope.event_id),
+            forked_by=request.header.user_id,
+            model=request.model,
+            input=request.input,
+            overrides=request.overrides,
+        )
+        return fold(event for event, _ in copied), command
+
     async def receive_request(record: faust.EventT[bytes], request: TaskRequest) -> None:
+        if isinstance(request, TaskForkRequested):
+            await receive_fork(record, request)
+            return
         command = command_of(request)
         run = runs.get(request.task_id)
         if run is not None:
@@ -234,6 +270,12 @@ def build_app(settings: Settings | None = None) -> faust.App:
             if run.submission is not None and state.status is Status.NEW:
                 state = evolve(state, run.submission)
                 states.put(state)
+            if run.fork is not None and state.status is Status.NEW:
+                # The prefix is on the log before TaskForked is decided; copying it again after a
+                # crash writes the same records (ids and times come from the source).
+                state, fork_command = await start_fork(run.fork)
+                states.put(state)
+                run.commands.insert(0, fork_command)
             while not run.inbox.empty():
                 run.commands.append(run.inbox.get_nowait())
             state = await resources.runner.run(
