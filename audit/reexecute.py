@@ -61,6 +61,7 @@ from processors.task.commands import (
     CancelTask,
     Command,
     DecideApproval,
+    ForkTask,
     RecordBudgetVerdict,
     RecordModelFailure,
     RecordModelResponse,
@@ -86,6 +87,7 @@ from schemas.events import (
     TaskAccepted,
     TaskCancelled,
     TaskFailed,
+    TaskForked,
     TaskSubmitted,
     ToolCallAuthorized,
     ToolCallCompleted,
@@ -179,19 +181,21 @@ def starts_decision(payload: Payload) -> bool:
             | ToolCallFailed()
             | TaskCancelled()
             | BudgetReserved()
+            | TaskForked()
         ):
             return True
     return False
 
 
-def decision_spans(events: Sequence[Event]) -> list[tuple[int, int]]:
-    """``[start, end)`` index ranges of the decisions of a history whose first event is its submission.
+def decision_spans(events: Sequence[Event], first: int = 1) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of the decisions from index ``first`` on (by default: all after
+    the submission).
 
     Raises :class:`HistoryError` when an event after the submission cannot begin a decision and
     follows none (the history does not start like one this decider writes).
     """
     spans: list[tuple[int, int]] = []
-    for index in range(1, len(events)):
+    for index in range(first, len(events)):
         if starts_decision(events[index].payload):
             spans.append((index, index + 1))
         elif not spans:
@@ -217,6 +221,16 @@ def rebuild_command(decision: Sequence[Event], state: TaskState) -> Command:
     first = head.payload
     payloads = [event.payload for event in decision]
     match first:
+        case TaskForked():
+            return ForkTask(
+                source_task_id=first.source_task_id,
+                prefix_events=first.prefix_events,
+                source_last_event_id=first.source_last_event_id,
+                forked_by=first.forked_by,
+                model=first.model,
+                input=first.input,
+                overrides=first.overrides,
+            )
         case TaskAccepted():
             return StartTask(
                 provider=first.provider,
@@ -414,7 +428,10 @@ def reexecute(events: Sequence[Event]) -> Report:
             raise HistoryError(f"task {task_id or '?'}: the history does not begin with its submission")
         state = evolve(TaskState(), events[0])
         folded = 1
-        for start, end in decision_spans(events):
+        # A fork's events before its TaskForked are copies of its source's decisions, made under the
+        # source's task id and keys: they are re-executed with the source, here only folded.
+        forked_at = next((i for i, e in enumerate(events) if isinstance(e.payload, TaskForked)), 1)
+        for start, end in decision_spans(events, first=forked_at):
             for event in events[folded:start]:
                 state = evolve(state, event)
             folded = start

@@ -21,6 +21,8 @@ from audit.corpus import corpus_files, event_line, load_history, save_history
 from audit.reexecute import decision_spans, field_differences, reexecute, starts_decision
 from processors.task import decider
 from schemas.events import Event, ExecutionMode
+from tests.unit.processors.helpers import when
+from tests.unit.processors.task.forking import answer, forked
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = ROOT / "tests" / "corpus"
@@ -172,3 +174,21 @@ def test_the_cli_refuses_ambiguous_or_missing_sources(tmp_path: Path) -> None:
     assert runner.invoke(_cli(), ["some-task", "--corpus", str(CORPUS)]).exit_code == 2
     assert runner.invoke(_cli(), ["--corpus", str(tmp_path)]).exit_code == 2  # no history there
     assert runner.invoke(_cli(), ["--corpus", str(CORPUS), "--since", "2026-01-01"]).exit_code == 2
+
+
+def test_a_fork_re_executes_from_its_branch_point_and_a_changed_fork_rule_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copied prefix is the source's decisions (re-executed with the source); the fork's own
+    decisions start at TaskForked, which re-executes as the ForkTask command it records."""
+    state, history, _ = forked(8, overrides={"max_steps": "6"})
+    when(state, answer(state, "Forty-two."), history)
+    forked_at = next(e.sequence for e in history if e.event_type == "TaskForked")
+    assert forked_at == 8 and history[-1].event_type == "TaskCompleted"
+    assert reexecute(history).outcome == "passed"
+
+    # Today's code no longer re-requests what the prefix left pending: caught at the branch point.
+    monkeypatch.setattr(decider, "_fork", lambda command, d: None)
+    report = reexecute(history)
+    assert report.outcome == "diverged" and report.divergence is not None
+    assert report.divergence.sequence == forked_at
