@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import CallerDep, ResourcesDep
+from api.history import task_history
 from api.routes.tasks import _task_of_org
 from audit.timetravel import (
     PositionError,
@@ -27,7 +28,6 @@ from audit.timetravel import (
     timeline,
 )
 from schemas.events import Event
-from streams.history import TaskNotFoundError, read_task_events
 
 router = APIRouter(prefix="/v1/tasks", tags=["audit"])
 
@@ -62,10 +62,10 @@ class TaskStateDiff(BaseModel):
 
 async def _history(resources: ResourcesDep, caller: CallerDep, task_id: str) -> list[Event]:
     await _task_of_org(resources, task_id, caller.org_id)
-    try:
-        return await read_task_events(resources.settings, resources.producer.codec, task_id)
-    except TaskNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    events = await task_history(resources, task_id)
+    if not events:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} has no events on the log")
+    return events
 
 
 def _unprocessable(exc: Exception) -> HTTPException:

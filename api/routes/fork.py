@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CallerDep, OperatorDep, Resources, ResourcesDep
+from api.history import task_history
 from api.routes.tasks import PRODUCER, PRODUCER_VERSION, task_id_for
 from audit.compare import Comparison, compare
 from audit.fork import ForkError, check_fork
 from schemas.events import Event
 from schemas.requests import RequestHeader, TaskForkRequested
-from streams.history import TaskNotFoundError, read_task_events
 from streams.topics import REQUESTS
 
 router = APIRouter(tags=["audit"])
@@ -58,10 +58,7 @@ class ForkAcceptedResponse(BaseModel):
 
 
 async def _events_of_org(resources: Resources, task_id: str, org_id: str) -> list[Event]:
-    try:
-        events = await read_task_events(resources.settings, resources.producer.codec, task_id)
-    except TaskNotFoundError:
-        events = []
+    events = await task_history(resources, task_id)
     # The same answer for another org's task as for none: its existence is not disclosed.
     if not events or events[0].envelope.org_id != org_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
