@@ -7,8 +7,10 @@ requested again under the fork's own keys). The REST API runs the same check bef
 bad request is a 422, not a dead letter.
 
 A copy has the source event's payload unchanged and a new envelope: the fork's task id, an event id
-derived from (fork, sequence), the hash chain recomputed over the copies, the source's time,
-producer and correlation id, and ``causation_id`` = the source event's id (the link back).
+derived from (fork, sequence), the hash chain recomputed over the copies, the source's time and
+correlation id, ``causation_id`` = the source event's id (the link back), and producer
+``agentlog-fork``: the read models recognise copies by it and account their calls, tokens, cost and
+approvals to the source only (``processors.task.history.is_copy``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from processors.task.decider import HistoryError, evolve, pending_effects
-from processors.task.history import event_id_for
+from processors.task.history import FORK_PRODUCER, FORK_PRODUCER_VERSION, event_id_for
 from processors.task.overrides import ForkChangeError, parse_overrides
 from processors.task.state import TERMINAL, AgentStatus, Status, TaskState
 from schemas.events import MAIN_AGENT, Envelope, Event
@@ -47,8 +49,8 @@ def copy_prefix(source: Sequence[Event], prefix_events: int, *, task_id: str) ->
             occurred_at=envelope.occurred_at,
             causation_id=str(envelope.event_id),
             correlation_id=envelope.correlation_id,
-            producer=envelope.producer,
-            producer_version=envelope.producer_version,
+            producer=FORK_PRODUCER,
+            producer_version=FORK_PRODUCER_VERSION,
             prev_hash=prev_hash,
         )
         event, body = seal(copy, original.payload)

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from processors.task.history import is_copy
 from schemas.events import Event
 
 R = TypeVar("R", bound=BaseModel)
@@ -39,7 +40,7 @@ def fold_rows(table: RowTable[R], existing: Mapping[Key, R], events: Iterable[Ev
     """The rows ``events`` touch, after applying them to ``existing`` (rows keyed by ``key_of_row``)."""
     by_key: dict[Key, list[Event]] = defaultdict(list)
     for event in events:
-        key = table.key_of(event)
+        key = _key(table, event)
         if key is not None:
             by_key[key].append(event)
     rows: list[R] = []
@@ -53,4 +54,10 @@ def fold_rows(table: RowTable[R], existing: Mapping[Key, R], events: Iterable[Ev
 
 def event_keys(table: RowTable[Any], events: Iterable[Event]) -> list[Key]:
     """The distinct row keys ``events`` touch, sorted (a fixed lock order across writers)."""
-    return sorted({key for event in events if (key := table.key_of(event)) is not None})
+    return sorted({key for event in events if (key := _key(table, event)) is not None})
+
+
+def _key(table: RowTable[Any], event: Event) -> Key | None:
+    # A fork's copy of its source's event is not a row of the fork: the call or approval it records
+    # happened in the source (and an approval's id, derived from the source's key, is the source's).
+    return None if is_copy(event) else table.key_of(event)

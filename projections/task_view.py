@@ -13,10 +13,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from processors.task.history import is_copy
 from schemas.events import (
     Event,
     LlmCallCompleted,
     LlmCallFailed,
+    Payload,
     TaskAccepted,
     TaskCancelled,
     TaskCompleted,
@@ -89,6 +91,9 @@ class TaskFilter(BaseModel):
     before: tuple[datetime, str] | None = None
 
 
+_ACCOUNTED = (LlmCallCompleted, LlmCallFailed, ToolCallCompleted, ToolCallFailed)
+
+
 def new_view(event: Event) -> TaskView:
     return TaskView(task_id=event.task_id, org_id=event.envelope.org_id, user_id=event.envelope.user_id)
 
@@ -104,7 +109,11 @@ def apply(view: TaskView, event: Event) -> TaskView:
     status = _STATUS_OF.get(event.event_type)
     if status is not None and event.sequence > view.status_sequence:
         update |= {"status": status, "status_sequence": event.sequence}
-    payload = event.payload
+    payload: Payload | None = event.payload
+    if is_copy(event) and isinstance(payload, _ACCOUNTED):
+        # A fork's copy of its source's call: the fork's totals are what the fork itself spent (the
+        # source's row has the rest), so org usage and session totals count each call once.
+        payload = None
     match payload:
         case TaskSubmitted():
             update |= {

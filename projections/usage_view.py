@@ -13,6 +13,7 @@ from datetime import UTC, date
 
 from pydantic import BaseModel, ConfigDict
 
+from processors.task.history import is_copy
 from schemas.events import Event, LlmCallCompleted
 
 
@@ -37,8 +38,8 @@ def usage_increments(events: Iterable[Event]) -> list[UsageIncrement]:
     totals: dict[tuple[str, date], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for event in events:
         payload = event.payload
-        if not isinstance(payload, LlmCallCompleted):
-            continue
+        if not isinstance(payload, LlmCallCompleted) or is_copy(event):
+            continue  # a fork's copy of a call: it was made, and is counted, in the source task
         key = (event.envelope.org_id, event.envelope.occurred_at.astimezone(UTC).date())
         counters = totals[key]
         counters["prompt_tokens"] += payload.prompt_tokens

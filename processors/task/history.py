@@ -18,6 +18,18 @@ from schemas.serde import seal
 EVENT_ID_NAMESPACE = uuid.UUID("5b0c3a1e-6f1d-4c55-9a56-0c8d2a7e4b11")
 
 
+# The producer of a fork's copies of its source's events (audit/fork.py): the copy records were
+# written by the fork, not by the source's producer (whom ``causation_id`` leads back to).
+FORK_PRODUCER = "agentlog-fork"
+FORK_PRODUCER_VERSION = "0.1.0"
+
+
+def is_copy(event: Event) -> bool:
+    """Whether ``event`` is a fork's copy of another task's event. What it records (a call, its
+    tokens and cost, an approval) happened once, in the source task, and is accounted there."""
+    return event.envelope.producer == FORK_PRODUCER
+
+
 def event_id_for(task_id: str, sequence: int) -> uuid.UUID:
     return uuid.uuid5(EVENT_ID_NAMESPACE, f"{task_id}/{sequence}")
 
