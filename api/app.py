@@ -20,6 +20,7 @@ from api.keys import KeyStore
 from api.rate_limit import RateLimiter
 from api.routes import audit_timeline, keys, ops, org_views, search, stream, tasks
 from api.routes import fork as fork_routes
+from api.routes import integrity as integrity_routes
 from api.routes import reexecute as reexecute_routes
 from projections.lag import LagReader
 from projections.migrate import migrate
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(search.router)
     app.include_router(ops.router)
+    app.include_router(integrity_routes.router)
     app.include_router(audit_timeline.router)
     app.include_router(fork_routes.router)
     # Sees what the exception handlers answer; an error that escapes them counts as a 500.

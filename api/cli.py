@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_audit_integrity import export, import_, seal, verify
 from api.cli_audit_timeline import diff, print_timeline, read_timeline, replay, state
 from api.cli_fork import compare_tasks, fork
 from api.cli_keys import demo_key, keys_app
@@ -37,6 +38,7 @@ COMPONENTS = (
     "processor",
     "projector-postgres",
     "projector-elasticsearch",
+    "auditor",
 )
 EXAMPLE_QUERY = "What is (17 + 25) * 3? Use the calculator."
 
@@ -257,6 +259,10 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
         from projections.runner import main as projector_main
 
         projector_main(component.removeprefix("projector-"))
+    elif component == "auditor":
+        from audit.seal import run_auditor
+
+        asyncio.run(run_auditor(settings))
     else:
         raise _fail(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
 
@@ -494,6 +500,10 @@ app.command()(state)
 app.command()(diff)
 app.command()(rebuild)
 app.command()(reconcile)
+app.command()(verify)
+app.command()(seal)
+app.command()(export)
+app.command("import")(import_)
 app.command()(reexecute)
 app.command()(fork)
 app.command("compare")(compare_tasks)

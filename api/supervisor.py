@@ -51,7 +51,7 @@ class Child:
 
 def components(settings: Settings) -> list[Child]:
     """The children of ``serve``; processor workers are ``processor#N``, each with its own data dir."""
-    names = ["api", "projector-postgres", "projector-elasticsearch"]
+    names = ["api", "projector-postgres", "projector-elasticsearch", "auditor"]
     if settings.offline:
         names.insert(0, "offline-llm")
     # With AGENTLOG_REGISTRY_URL pointing at an external Confluent-compatible registry, the

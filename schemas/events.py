@@ -495,3 +495,27 @@ class RecordDeadLettered(BaseModel):
     @classmethod
     def fullname(cls) -> str:
         return f"{NAMESPACE}.{cls.record_name}"
+
+
+class AuditSealed(BaseModel):
+    """The Merkle root of one org's events of one UTC day (not part of any task's history)."""
+
+    model_config = ConfigDict(frozen=True)
+    record_name: ClassVar[str] = "AuditSealed"
+
+    seal_id: UUID
+    org_id: str
+    day: str
+    events: Int64
+    tasks: Int64
+    root: str
+    algorithm: str
+    leaf_order: str
+    sealed_at: datetime
+    sealed_by: str
+
+    _millis = field_validator("sealed_at")(millisecond_utc)
+
+    @classmethod
+    def fullname(cls) -> str:
+        return f"{NAMESPACE}.{cls.record_name}"

@@ -34,7 +34,7 @@ from schemas.avro_codegen import (
     constructor,
     keeps_instances,
 )
-from schemas.events import PAYLOAD_TYPES, Envelope, Event, Payload, RecordDeadLettered
+from schemas.events import PAYLOAD_TYPES, AuditSealed, Envelope, Event, Payload, RecordDeadLettered
 from schemas.requests import REQUEST_TYPES, TaskRequest
 
 AVRO_DIR = Path(__file__).parent / "avro"
@@ -77,9 +77,9 @@ def _parsed_writer(schema_text: str) -> Any:
 
 
 def record_fullnames() -> list[str]:
-    """Every top-level record agentlog defines: the events, the dead-letter record and the requests
-    to running tasks (envelope and headers are nested types, not records of their own)."""
-    return [*PAYLOAD_TYPES, RecordDeadLettered.fullname(), *REQUEST_TYPES]
+    """Every top-level record agentlog defines: the events, the dead-letter record, the audit seal and
+    the requests to running tasks (envelope and headers are nested types, not records of their own)."""
+    return [*PAYLOAD_TYPES, RecordDeadLettered.fullname(), AuditSealed.fullname(), *REQUEST_TYPES]
 
 
 def encode_payload(envelope: Envelope, payload: Payload) -> bytes:

@@ -27,7 +27,16 @@ from schemas.events import PAYLOAD_TYPES
 from schemas.serde import parsed_schema, record_fullnames
 from streams.headers import CONTENT_TYPE, SPEC_VERSION
 from streams.settings import Settings
-from streams.topics import CATALOGUE, DEAD_LETTER, EVENTS, REQUESTS, SCHEMAS, TASK_STATE, TopicSpec
+from streams.topics import (
+    AUDIT,
+    CATALOGUE,
+    DEAD_LETTER,
+    EVENTS,
+    REQUESTS,
+    SCHEMAS,
+    TASK_STATE,
+    TopicSpec,
+)
 
 ASYNCAPI_VERSION = "3.0.0"
 AVRO_SCHEMA_FORMAT = "application/vnd.apache.avro+json;version=1.9.0"
@@ -151,6 +160,20 @@ _OPERATIONS: tuple[tuple[str, str, TopicSpec, str, tuple[str, ...]], ...] = (
         (),
     ),
     (
+        "sealAuditDay",
+        "send",
+        AUDIT,
+        "The auditor (or `agentlog seal`) records the Merkle root of an org's events of a UTC day.",
+        (),
+    ),
+    (
+        "verifyAuditSeals",
+        "receive",
+        AUDIT,
+        "`agentlog verify --all` reads the seals and recomputes each root from the task topics.",
+        (),
+    ),
+    (
         "storeSchemas",
         "send",
         SCHEMAS,
@@ -230,6 +253,7 @@ def _avro_message(fullname: str) -> dict[str, Any]:
     schema = parsed_schema(fullname)
     name = _message_id(fullname)
     dead_letter = fullname in DEAD_LETTER.event_types
+    seal = fullname in AUDIT.event_types
     message: dict[str, Any] = {
         "name": name,
         "title": name,
@@ -247,6 +271,8 @@ def _avro_message(fullname: str) -> dict[str, Any]:
                     "description": (
                         "`<source topic>/<partition>/<offset>` of the parked record (UTF-8)."
                         if dead_letter
+                        else "`<org id>/<day>` of the sealed day (UTF-8)."
+                        if seal
                         else "The task id (UTF-8): a task's records share a partition, in order."
                     ),
                 },

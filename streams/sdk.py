@@ -149,6 +149,8 @@ def _catalogue_entries() -> tuple[CatalogueEntry, ...]:
         )
         for spec in CATALOGUE
         for fullname in spec.event_types
+        # A seal's root is computed from the log by the auditor; one produced by hand would prove nothing.
+        if fullname in models
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.events import PAYLOAD_TYPES, CheckpointSaved, RecordDeadLettered, TaskSubmitted
+from schemas.events import PAYLOAD_TYPES, AuditSealed, CheckpointSaved, RecordDeadLettered, TaskSubmitted
 from schemas.requests import REQUEST_TYPES
 from streams.settings import Settings
 
@@ -70,6 +70,17 @@ TASK_STATE = TopicSpec(
     event_types=(CheckpointSaved.fullname(),),
     config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
 )
+AUDIT = TopicSpec(
+    suffix="audit",
+    description=(
+        "AuditSealed: the Merkle root of each org's task events of each UTC day, written by the "
+        "auditor component (or `agentlog seal`); `agentlog verify --all` recomputes every sealed root."
+    ),
+    key="org id/day",
+    event_types=(AuditSealed.fullname(),),
+    partitions=1,
+    config=_FOREVER,
+)
 SCHEMAS = TopicSpec(
     suffix="schemas",
     description="Storage of the schema registry (compacted; one partition keeps ids in order).",
@@ -79,5 +90,5 @@ SCHEMAS = TopicSpec(
     config={"cleanup.policy": "compact"},
 )
 
-CATALOGUE: tuple[TopicSpec, ...] = (REQUESTS, EVENTS, TASK_STATE, DEAD_LETTER, SCHEMAS)
+CATALOGUE: tuple[TopicSpec, ...] = (REQUESTS, EVENTS, TASK_STATE, DEAD_LETTER, AUDIT, SCHEMAS)
 TASK_TOPICS: tuple[TopicSpec, ...] = (REQUESTS, EVENTS)

@@ -18,6 +18,7 @@ def test_offline_platform_runs_its_registry_and_the_offline_llm() -> None:
         "api",
         "projector-postgres",
         "projector-elasticsearch",
+        "auditor",
         "processor#1",
     ]
 

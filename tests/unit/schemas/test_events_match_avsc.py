@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas.events import (
     PAYLOAD_TYPES,
+    AuditSealed,
     BudgetScope,
     CacheKind,
     Envelope,
@@ -145,6 +146,7 @@ def test_payload_model_matches_avsc(fullname: str) -> None:
 def test_envelope_and_dead_letter_match_avsc() -> None:
     _check(Envelope, json.loads((AVRO_DIR / "agentlog.events.Envelope.avsc").read_text())["fields"])
     _check(RecordDeadLettered, parsed_schema(RecordDeadLettered.fullname())["fields"])
+    _check(AuditSealed, parsed_schema(AuditSealed.fullname())["fields"])
 
 
 NAMED_TYPES = {
