@@ -255,6 +255,7 @@ class LlmCallRequested(Payload):
     tools: list[str] = Field(default_factory=list)
     response_format_json: str | None = None
     attempt: Int32 = 1
+    pinned_model: str | None = None
 
 
 class LlmCallCompleted(Payload):

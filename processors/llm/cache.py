@@ -70,10 +70,17 @@ def _digest(*parts: str) -> str:
 
 
 def probe_for(
-    tier: ModelTier, tools: list[str], response_format_json: str | None, messages_json: str
+    tier: ModelTier,
+    tools: list[str],
+    response_format_json: str | None,
+    messages_json: str,
+    pinned_model: str | None = None,
 ) -> CacheProbe:
-    """The cache keys of a call (pure)."""
-    head = json.dumps([tier.value, sorted(tools), response_format_json])
+    """The cache keys of a call (pure). A pinned model is part of them; unpinned calls keep the keys
+    they always had, so existing cache entries stay valid."""
+    head = json.dumps(
+        [tier.value, sorted(tools), response_format_json, *([pinned_model] if pinned_model else [])]
+    )
     exact = _digest("exact", head, messages_json)
     messages: list[dict[str, Any]] = orjson.loads(messages_json)
     roles = {m.get("role") for m in messages}

@@ -37,7 +37,7 @@ from processors.llm.providers import (
     Providers,
     load_providers,
 )
-from processors.llm.routing import MalformedResponse, NoProviderForTier, Route, is_retryable, routes
+from processors.llm.routing import MalformedResponse, NoProviderForTier, Route, is_retryable, routes_for
 from processors.llm.streaming import TokenPublisher, fold_chunks
 from processors.task.decider import RecordModelFailure, RecordModelResponse, ToolCall
 from processors.tools.registry import get_tool
@@ -217,7 +217,7 @@ class LlmGateway:
         if hit is not None:
             return BudgetedCall(None, hit)
         try:
-            candidates = routes(self.providers, request.tier, lambda _: True)
+            candidates = routes_for(self.providers, request.tier, request.pinned_model, lambda _: True)
         except NoProviderForTier as exc:
             return BudgetedCall(None, self._failure(request, type(exc).__name__, str(exc), started))
         estimate = estimate_usd(
@@ -236,7 +236,10 @@ class LlmGateway:
     def _probe(self, request: LlmCallRequested, messages_json: str) -> CacheProbe | None:
         if self.cache is None:
             return None
-        return probe_for(request.tier, request.tools, request.response_format_json, messages_json)
+        # A pinned call must not be answered from the cache of its tier's (other) model.
+        return probe_for(
+            request.tier, request.tools, request.response_format_json, messages_json, request.pinned_model
+        )
 
     async def _cached(
         self, request: LlmCallRequested, probe: CacheProbe | None, started: float
@@ -272,14 +275,14 @@ class LlmGateway:
         stream_task_id: str | None = None,
     ) -> ModelCommand:
         try:
-            candidates = routes(self.providers, request.tier, self._available)
+            candidates = routes_for(self.providers, request.tier, request.pinned_model, self._available)
         except NoProviderForTier as exc:
             return self._failure(request, type(exc).__name__, str(exc), started)
         if not candidates:
             return self._failure(
                 request,
                 "AllProvidersUnavailable",
-                f"every provider for tier {request.tier.value} has an open circuit breaker: "
+                f"every provider for {_route_name(request)} has an open circuit breaker: "
                 f"{ {name: b.status.value for name, b in self.breakers.items()} }",
                 started,
             )
@@ -485,3 +488,7 @@ def _parse_completion(idempotency_key: str, body: str, latency_ms: float) -> Mod
         latency_ms=latency_ms,
         response_json=body,
     )
+
+
+def _route_name(request: LlmCallRequested) -> str:
+    return f"model {request.pinned_model}" if request.pinned_model else f"tier {request.tier.value}"

@@ -50,3 +50,30 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     # The SDK wraps transport errors (timeouts included) in APIConnectionError.
     return isinstance(exc, openai.APIConnectionError | MalformedResponse)
+
+
+class NoProviderForModel(NoProviderForTier):
+    """No configured provider serves the pinned model."""
+
+
+def routes_for_model(providers: Providers, model: str, available: Callable[[str], bool]) -> list[Route]:
+    """The providers serving ``model`` ordered by priority, for a call whose model is pinned; those
+    not ``available`` left out. A provider serves the models it has a price for: its tiers' models
+    and any other it lists under ``prices`` (so a model can be offered for pinning only)."""
+    serving = [p for p in providers.providers if model in p.prices]
+    if not serving:
+        raise NoProviderForModel(
+            f"no provider serves model {model!r}; configured: "
+            f"{ {p.name: sorted(p.prices) for p in providers.providers} }"
+        )
+    ordered = sorted(serving, key=lambda p: p.priority)
+    return [Route(p, model) for p in ordered if available(p.name)]
+
+
+def routes_for(
+    providers: Providers, tier: ModelTier, pinned_model: str | None, available: Callable[[str], bool]
+) -> list[Route]:
+    """The routes of a call: by its pinned model when it has one, else by its tier."""
+    if pinned_model:
+        return routes_for_model(providers, pinned_model, available)
+    return routes(providers, tier, available)

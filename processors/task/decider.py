@@ -378,6 +378,7 @@ def _request_again(
             provider=request.provider,
             model=state.model,
             tier=state.tier,
+            pinned_model=state.pinned_model,
             messages_json=f"[{','.join(added)}]",
             prompt_messages=len(agent.messages) + len(added),
             prompt_sha256=_sha256(f"[{','.join((*agent.messages, *added))}]"),
@@ -433,6 +434,7 @@ def _request(
             provider=state.provider,
             model=state.model,
             tier=state.tier,
+            pinned_model=state.pinned_model,
             messages_json=f"[{','.join(added)}]",
             prompt_messages=len(agent.messages) + len(added),
             prompt_sha256=_sha256(prompt),
@@ -1027,7 +1029,8 @@ def _forked(state: TaskState, payload: TaskForked) -> TaskState:
     if state.status is Status.SUBMITTED:
         updates = {}  # TaskAccepted takes them (fork_overrides); it would overwrite them here
     if payload.model:
-        updates["model"] = payload.model
+        # Pinned: the gateway must route the fork's calls to this model, not by tier.
+        updates |= {"model": payload.model, "pinned_model": payload.model}
     if payload.input is not None and not state.main.messages:
         updates["query"] = payload.input  # forked before the first call: the task runs on the new input
     agents = {

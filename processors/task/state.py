@@ -110,6 +110,8 @@ class TaskState(BaseModel):
     max_attempts: int = 1
     provider: str = ""
     model: str = ""
+    # A fork's --model: every later call goes to this model whatever its tier (None: by tier).
+    pinned_model: str | None = None
     tier: ModelTier = ModelTier.MEDIUM
     offline: bool = False
     tools: tuple[str, ...] = ()

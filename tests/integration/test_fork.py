@@ -93,6 +93,12 @@ def test_a_fork_with_another_model_copies_the_prefix_and_continues_live(
     assert request["idempotency_key"].startswith(fork_id)
     assert scripted_platform.llm.count(request["idempotency_key"]) == 1
     assert [e.event_type for e in fork[at + 1 :]] == ["LlmCallRequested", "LlmCallCompleted", "TaskCompleted"]
+    # ... pinned, so the gateway sent it to that model although the tier's model is another
+    assert request["pinned_model"] == "scripted-model-b"
+    assert fork[at + 2].payload.model_dump()["model"] == "scripted-model-b"
+    assert {e.payload.model_dump()["model"] for e in source if e.event_type == "LlmCallCompleted"} == {
+        "scripted-model"
+    }
 
     with api(scripted_platform.settings, role="viewer") as client:
         reply = client.get("/v1/compare", params={"a": source_id, "b": fork_id})

@@ -6,9 +6,17 @@ import httpx2
 import openai
 import pytest
 
+from processors.llm.cache import probe_for
 from processors.llm.cost import cost_usd, estimate_usd
 from processors.llm.providers import ModelPrice, Providers
-from processors.llm.routing import MalformedResponse, NoProviderForTier, is_retryable, routes
+from processors.llm.routing import (
+    MalformedResponse,
+    NoProviderForModel,
+    NoProviderForTier,
+    is_retryable,
+    routes,
+    routes_for,
+)
 from schemas.events import ModelTier
 
 PRICE = ModelPrice(prompt_per_1k=0.5, completion_per_1k=1.5)
@@ -35,7 +43,7 @@ PROVIDERS = Providers.model_validate(
                 "base_url": "http://c/v1",
                 "priority": 2,
                 "models": {"SMALL": "c"},
-                "prices": {"c": FREE},
+                "prices": {"c": FREE, "pin-only": FREE},
             },
         ]
     }
@@ -69,6 +77,29 @@ def test_routes_follow_priority_and_skip_unavailable_providers() -> None:
 def test_a_tier_nobody_serves_is_an_error_naming_the_tier() -> None:
     with pytest.raises(NoProviderForTier, match="MEDIUM"):
         routes(PROVIDERS, ModelTier.MEDIUM, lambda _: True)
+
+
+def test_a_pinned_model_routes_to_the_providers_that_price_it_whatever_the_tier() -> None:
+    assert [
+        (r.provider.name, r.model) for r in routes_for(PROVIDERS, ModelTier.SMALL, "bl", lambda _: True)
+    ] == [("first", "bl")]
+    # priced but on no tier: offered for pinning only
+    assert [r.provider.name for r in routes_for(PROVIDERS, ModelTier.LARGE, "pin-only", lambda _: True)] == [
+        "middle"
+    ]
+    assert routes_for(PROVIDERS, ModelTier.SMALL, "pin-only", lambda n: n != "middle") == []
+    # unpinned: by tier, as before
+    assert [r.model for r in routes_for(PROVIDERS, ModelTier.LARGE, None, lambda _: True)] == ["bl"]
+    with pytest.raises(NoProviderForModel, match="nobody-serves-this"):
+        routes_for(PROVIDERS, ModelTier.SMALL, "nobody-serves-this", lambda _: True)
+
+
+def test_a_pinned_model_is_part_of_the_cache_keys_and_unpinned_keys_are_unchanged() -> None:
+    messages = '[{"role": "user", "content": "What is 6 * 7?"}]'
+    plain = probe_for(ModelTier.SMALL, [], None, messages)
+    assert probe_for(ModelTier.SMALL, [], None, messages, None) == plain
+    pinned = probe_for(ModelTier.SMALL, [], None, messages, "bl")
+    assert pinned.exact_key != plain.exact_key and pinned.semantic_scope != plain.semantic_scope
 
 
 def _status(code: int) -> openai.APIStatusError:

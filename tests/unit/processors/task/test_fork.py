@@ -32,6 +32,7 @@ def test_a_fork_inside_a_pending_llm_call_records_the_branch_and_asks_again_unde
     assert fork_event.reissued == ["source-1:step-1"]
     assert request.idempotency_key == idempotency_key(FORK_ID, 1) == "fork-1:step-1"
     assert request.model == "bigger-model" and request.messages_json == "[]" and request.attempt == 1
+    assert request.pinned_model == "bigger-model"  # the gateway routes it to that model, not by tier
     assert state.forked_from == "source-1" and state.forked_at == 3 and state.model == "bigger-model"
     [effect] = pending_effects(state)
     assert isinstance(effect, CallModel) and effect.request == request
