@@ -21,6 +21,7 @@ from rich.table import Table
 
 from api.cli_audit_integrity import export, import_, seal, verify
 from api.cli_audit_timeline import diff, print_timeline, read_timeline, replay, state
+from api.cli_common import console, err, fail, read_argument
 from api.cli_fork import compare_tasks, fork
 from api.cli_keys import demo_key, keys_app
 from api.cli_projections import rebuild, reconcile
@@ -28,8 +29,6 @@ from api.cli_reexecute import reexecute
 from streams.settings import Settings, get_settings
 
 app = typer.Typer(help="agentlog: event-sourced multi-agent platform on Kafka.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 COMPONENTS = (
     "registry",
@@ -45,11 +44,6 @@ EXAMPLE_QUERY = "What is (17 + 25) * 3? Use the calculator."
 
 def _state_dir() -> Path:
     return Path(os.environ.get("AGENTLOG_HOME", ".agentlog"))
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(1)
 
 
 def _configure_logging() -> None:
@@ -98,7 +92,7 @@ def schemas_check(
     try:
         results = check_subjects(url, local_schemas(settings))
     except httpx.HTTPError as exc:
-        raise _fail(f"schema registry at {url} did not answer: {exc}") from exc
+        raise fail(f"schema registry at {url} did not answer: {exc}") from exc
     rows = [(r.subject, r.status, r.problems) for r in results]
     if as_json:
         typer.echo(json.dumps([r.__dict__ | {"problems": list(r.problems)} for r in results], indent=2))
@@ -106,7 +100,7 @@ def schemas_check(
         _print_schema_checks(f"schemas vs {url}", rows)
     bad = [r for r in results if r.status == "incompatible"]
     if bad:
-        raise _fail(f"{len(bad)} schema(s) incompatible with the registry")
+        raise fail(f"{len(bad)} schema(s) incompatible with the registry")
 
 
 _STATUS_COLOUR = {
@@ -141,7 +135,7 @@ def _check_released(as_json: bool) -> None:
         )
     bad = [r for r in results if not r.ok]
     if bad:
-        raise _fail(f"{len(bad)} schema(s) break the released set: {', '.join(r.record for r in bad)}")
+        raise fail(f"{len(bad)} schema(s) break the released set: {', '.join(r.record for r in bad)}")
 
 
 @schemas_app.command("release")
@@ -152,7 +146,7 @@ def schemas_release() -> None:
     try:
         written = release()
     except IncompatibleReleaseError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     for path in written:
         console.print(f"released {path}")
     if not written:
@@ -183,26 +177,14 @@ def policy_check(
     from processors.policy.loader import PolicyDirectoryError
     from processors.policy.policy_file import PolicyFileError
 
-    text = _read_argument(request)
+    text = read_argument(request)
     configured = get_settings().policy_dir
     directory = policy_dir or (Path(configured) if configured else None)
     try:
         decision = check_request(text, directory)
     except (PolicyRequestError, PolicyFileError, PolicyDirectoryError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(decision.model_dump_json(indent=2))
-
-
-def _read_argument(value: str) -> str:
-    """A literal argument, or the contents of ``@file`` / ``@-`` (stdin)."""
-    if value == "@-":
-        return sys.stdin.read()
-    if value.startswith("@"):
-        try:
-            return Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise _fail(escape(f"{value}: {exc.strerror or exc}")) from exc
-    return value
 
 
 @app.command()
@@ -221,7 +203,7 @@ def asyncapi(
 
     if check:
         if not check_document(path):
-            raise _fail(f"{path} is stale: run `agentlog asyncapi` and commit it")
+            raise fail(f"{path} is stale: run `agentlog asyncapi` and commit it")
         console.print(f"{path} is up to date")
     elif write_document(path):
         console.print(f"wrote {path}")
@@ -264,7 +246,7 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
 
         asyncio.run(run_auditor(settings))
     else:
-        raise _fail(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+        raise fail(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
 
 
 @app.command()
@@ -315,12 +297,12 @@ def submit(
     """Submit a task through the REST API and (by default) wait for its result."""
     settings = get_settings()
     if not api_key:
-        raise _fail("an API key is needed: --api-key or AGENTLOG_API_KEY (create one: agentlog keys create)")
+        raise fail("an API key is needed: --api-key or AGENTLOG_API_KEY (create one: agentlog keys create)")
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=_api_url(settings), timeout=10, headers=headers) as client:
         response = client.post("/v1/tasks", json={"query": query})
         if response.status_code != 202:
-            raise _fail(f"API answered {response.status_code}: {response.text}")
+            raise fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
         view = (
             _wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
@@ -373,11 +355,11 @@ def produce(
         console.print(table)
         return
     if event_type is None or data is None:
-        raise _fail("give an EVENT_TYPE and --data JSON|@FILE|@- (or --list)")
+        raise fail("give an EVENT_TYPE and --data JSON|@FILE|@- (or --list)")
     try:
-        fields = json.loads(_read_argument(data))
+        fields = json.loads(read_argument(data))
     except json.JSONDecodeError as exc:
-        raise _fail(escape(f"--data is not valid JSON: {exc}")) from exc
+        raise fail(f"--data is not valid JSON: {exc}") from exc
     try:
         if dry_run:
             described = preview(event_type, fields, settings=settings)
@@ -393,15 +375,15 @@ def produce(
             return
         produced = asyncio.run(produce_one(event_type, fields, settings=settings))
     except UnknownEventTypeError as exc:
-        raise _fail(escape(str(exc))) from exc
+        raise fail(str(exc)) from exc
     except EventValidationError as exc:
         if as_json:
             problems = [problem.model_dump(mode="json") for problem in exc.problems]
             typer.echo(json.dumps({"event_type": exc.event_type, "problems": problems}, default=repr))
-        exits = [_fail(escape(str(problem))) for problem in exc.problems]
+        exits = [fail(str(problem)) for problem in exc.problems]
         raise exits[-1] from exc
     except (RegistryUnavailable, RegistryRejected, KafkaError) as exc:
-        raise _fail(escape(f"{type(exc).__name__}: {exc}")) from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
         typer.echo(produced.model_dump_json())
     else:
@@ -443,7 +425,7 @@ def demo(
         deadline = time.monotonic() + timeout
         while not _platform_running(settings):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise _fail(f"the platform did not come up; see {log_path} and {state / 'logs' / 'platform'}")
+                raise fail(f"the platform did not come up; see {log_path} and {state / 'logs' / 'platform'}")
             time.sleep(0.5)
     mode = "OFFLINE planner (no LLM endpoint configured)" if settings.offline else settings.llm_endpoint
     console.print(f"LLM: [bold]{mode}[/]")
@@ -452,11 +434,11 @@ def demo(
     with httpx.Client(base_url=_api_url(settings), timeout=10, headers=headers) as client:
         response = client.post("/v1/tasks", json={"query": query})
         if response.status_code != 202:
-            raise _fail(f"API answered {response.status_code}: {response.text}")
+            raise fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
         view = _wait_for_task(client, task_id, timeout)
     if view is None or view["status"] != "completed":
-        raise _fail(f"task {task_id} did not complete via the REST API within {timeout}s: {view}")
+        raise fail(f"task {task_id} did not complete via the REST API within {timeout}s: {view}")
     console.print(f"[bold green]task {task_id} completed[/]: {escape(view['result'])}")
     print_timeline(read_timeline(settings, task_id), task_id)
     base = _api_url(settings)

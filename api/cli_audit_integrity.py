@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_projections import _Progress
+from api.cli_common import ProgressBar, err, fail
 from streams.settings import Settings, get_settings
 
-err = Console(stderr=True)
 _T = TypeVar("_T")
 _INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
@@ -34,11 +33,6 @@ RegistryOption = Annotated[
     str | None, typer.Option("--registry-url", help="Schema registry URL (default: the platform's).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (no progress bar).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(1)
 
 
 def _settings(prefix: str | None, bootstrap: str | None, registry_url: str | None) -> Settings:
@@ -104,10 +98,10 @@ def verify(
     from audit.verify_log import verify_log
 
     if (task_id is None) == (not all_tasks):
-        raise _fail("give a TASK_ID or --all")
+        raise fail("give a TASK_ID or --all")
     settings = _settings(topic_prefix, bootstrap, registry_url)
     try:
-        with _Progress("verify", quiet=as_json) as progress:
+        with ProgressBar("verify", quiet=as_json) as progress:
             report = _run(
                 settings, lambda codec: verify_log(settings, codec, task_id=task_id, on_progress=progress)
             )
@@ -115,7 +109,7 @@ def verify(
         err.print("[yellow]interrupted[/]: nothing was verified (verify only reads)")
         raise typer.Exit(_INTERRUPTED) from None
     except _known_errors() as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
@@ -190,7 +184,7 @@ def seal(
     if wanted >= datetime.now(UTC).date():
         err.print(f"[yellow]{wanted} has not ended: events of it written later are not in this seal[/]")
     try:
-        with _Progress(f"seal {wanted}", quiet=as_json) as progress:
+        with ProgressBar(f"seal {wanted}", quiet=as_json) as progress:
             result = _run(
                 settings,
                 lambda codec: seal_day(
@@ -201,7 +195,7 @@ def seal(
         err.print("[yellow]interrupted[/]: nothing sealed (a seal is written only once its day is read)")
         raise typer.Exit(_INTERRUPTED) from None
     except _known_errors() as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -244,11 +238,11 @@ def export(
     from audit.log import ReadStats, read_events
 
     if (task_id is None) == (org is None):
-        raise _fail("give a TASK_ID or --org")
+        raise fail("give a TASK_ID or --org")
     try:
         export_format = ExportFormat(fmt)
     except ValueError:
-        raise _fail(f"--format {fmt!r}: choose avro or jsonl") from None
+        raise fail(f"--format {fmt!r}: choose avro or jsonl") from None
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     settings = _settings(topic_prefix, bootstrap, registry_url)
@@ -261,7 +255,7 @@ def export(
     }
     stats = ReadStats()
     try:
-        with _Progress(f"export {task_id or org}", quiet=as_json) as progress:
+        with ProgressBar(f"export {task_id or org}", quiet=as_json) as progress:
             count = _run(
                 settings,
                 lambda codec: export_to_file(
@@ -283,10 +277,10 @@ def export(
         err.print(f"[yellow]interrupted[/]: no export written ({escape(str(path))}.partial removed)")
         raise typer.Exit(_INTERRUPTED) from None
     except _known_errors() as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     if task_id is not None and count == 0:
         path.unlink(missing_ok=True)
-        raise _fail(f"no events of task {task_id} on the log")
+        raise fail(f"no events of task {task_id} on the log")
     summary = {
         "path": str(path),
         "format": export_format.value,
@@ -317,7 +311,7 @@ def import_(
     settings = _settings(topic_prefix, bootstrap, registry_url)
     try:
         exported = list(read_export(path))
-        with _Progress(f"import into {settings.topic_prefix}", quiet=as_json) as progress:
+        with ProgressBar(f"import into {settings.topic_prefix}", quiet=as_json) as progress:
             result: ImportResult = _run(
                 settings, lambda codec: import_events(settings, codec, exported, on_progress=progress)
             )
@@ -328,7 +322,7 @@ def import_(
         )
         raise typer.Exit(_INTERRUPTED) from None
     except _known_errors() as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}") from exc
+        raise fail(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
         typer.echo(json.dumps(result.__dict__, indent=2))
     else:

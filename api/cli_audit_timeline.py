@@ -12,29 +12,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from api.cli_common import console, err, fail
 from streams.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from audit.timetravel import SubtaskNode, SubtaskTree
     from schemas.events import Event
 
-console = Console()
-err = Console(stderr=True)
 _DETAIL_WIDTH = 120
 _VALUE_WIDTH = 200
 _TIMELINE_COLUMNS = (
     "seq", "event", "step", "agent", "model / tool", "tokens", "cost $", "latency ms", "+ms", "detail",
 )  # fmt: skip
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(1)
 
 
 async def read_events(settings: Settings, task_id: str) -> list[Event]:
@@ -76,7 +69,7 @@ def _read(task_id: str) -> list[Event]:
     try:
         return asyncio.run(read_events(get_settings(), task_id))
     except TaskNotFoundError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _cell(value: Any, spec: str = "") -> str:
@@ -182,7 +175,7 @@ def replay(
         try:
             tree = subtask_tree(events)
         except HistoryError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         if as_json:
             typer.echo(tree.model_dump_json(indent=2))
         else:
@@ -199,7 +192,7 @@ def _parse_time(value: str) -> datetime:
     try:
         at = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise _fail(f"--at-time {value!r} is not an ISO 8601 time (e.g. 2026-01-01T12:00:00Z)") from exc
+        raise fail(f"--at-time {value!r} is not an ISO 8601 time (e.g. 2026-01-01T12:00:00Z)") from exc
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -217,13 +210,13 @@ def state(
     from processors.task.state import HistoryError
 
     if (at is None) == (at_time is None):
-        raise _fail("give exactly one of --at N or --at-time T")
+        raise fail("give exactly one of --at N or --at-time T")
     events = _history(task_id)
     try:
         sequence = at if at is not None else sequence_at_time(events, _parse_time(at_time or ""))
         folded = state_at(events, sequence)
     except (PositionError, HistoryError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     event = next(e for e in events if e.sequence == sequence)
     document = {
         "task_id": task_id,
@@ -258,12 +251,12 @@ def diff(
     from processors.task.state import HistoryError
 
     if from_ > to:
-        raise _fail(f"--from {from_} is after --to {to}")
+        raise fail(f"--from {from_} is after --to {to}")
     events = _history(task_id)
     try:
         changes = diff_states(state_at(events, from_), state_at(events, to))
     except (PositionError, HistoryError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if as_json:
         document = {
             "task_id": task_id,

@@ -9,40 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from api.cli_common import console, fail, read_argument
 from audit.compare import Comparison, compare
 from streams.settings import Settings, get_settings
 
-out = Console()
-err = Console(stderr=True)
 _ENDED = ("completed", "failed", "cancelled", "rejected")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]{message}[/]", soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _text(value: str) -> str:
-    """A literal value, or the contents of ``@file`` / ``@-`` (stdin)."""
-    if value == "@-":
-        return sys.stdin.read()
-    if value.startswith("@"):
-        try:
-            return Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise _fail(escape(f"{value}: {exc.strerror or exc}")) from exc
-    return value
 
 
 def _pairs(values: list[str]) -> dict[str, str]:
@@ -50,7 +29,7 @@ def _pairs(values: list[str]) -> dict[str, str]:
     for value in values:
         field, sep, setting = value.partition("=")
         if not sep or not field:
-            raise _fail(escape(f"--set {value!r}: expected field=value"))
+            raise fail(f"--set {value!r}: expected field=value")
         pairs[field.strip()] = setting.strip()
     return pairs
 
@@ -93,29 +72,29 @@ def fork(
     continues live with the changes; prints the fork's id (and, waiting, its result)."""
     settings = get_settings()
     if not api_key:
-        raise _fail("an API key is needed: --api-key or AGENTLOG_API_KEY (create one: agentlog keys create)")
+        raise fail("an API key is needed: --api-key or AGENTLOG_API_KEY (create one: agentlog keys create)")
     body: dict[str, Any] = {"at": at, "set": _pairs(settings_ or [])}
     if model is not None:
         body["model"] = model
     if input_ is not None:
-        body["input"] = _text(input_)
+        body["input"] = read_argument(input_)
     base = f"http://{settings.api_host}:{settings.api_port}"
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
         response = client.post(f"/v1/tasks/{task_id}/fork", json=body)
         if response.status_code != 202:
             detail = response.json().get("detail") if response.content else None
-            raise _fail(escape(f"fork refused ({response.status_code}): {detail or response.text}"))
+            raise fail(f"fork refused ({response.status_code}): {detail or response.text}")
         accepted = response.json()
         fork_id = accepted["task_id"]
         view = _wait(client, fork_id, timeout) if wait else None
     if as_json:
-        out.print_json(json.dumps({**accepted, "view": view}))
+        console.print_json(json.dumps({**accepted, "view": view}))
     else:
-        out.print(f"fork {fork_id} of {task_id} at {at}: {view['status'] if view else 'requested'}")
+        console.print(f"fork {fork_id} of {task_id} at {at}: {view['status'] if view else 'requested'}")
         if view and view.get("result"):
-            out.print(escape(view["result"]))
-        out.print(f"compare: agentlog compare {task_id} {fork_id}")
+            console.print(escape(view["result"]))
+        console.print(f"compare: agentlog compare {task_id} {fork_id}")
     if wait and (view is None or view["status"] not in _ENDED):
         raise typer.Exit(1)
 
@@ -151,7 +130,7 @@ def _print(comparison: Comparison) -> None:
         ("output", a.result or a.error or "", b.result or b.error or ""),
     ):
         summary.add_row(label, escape(str(left)), escape(str(right)))
-    out.print(summary)
+    console.print(summary)
     rows = Table(title=f"first difference at sequence {comparison.first_difference}")
     for column in ("seq", "", "A event", "A detail", "B event", "B detail"):
         rows.add_column(column, overflow="fold")
@@ -167,7 +146,7 @@ def _print(comparison: Comparison) -> None:
             row.b_type or "",
             escape(row.b_detail or ""),
         )
-    out.print(rows)
+    console.print(rows)
 
 
 def compare_tasks(
@@ -181,8 +160,8 @@ def compare_tasks(
     try:
         comparison = asyncio.run(_compare(get_settings(), task_a, task_b))
     except TaskNotFoundError as exc:
-        raise _fail(escape(str(exc))) from exc
+        raise fail(str(exc)) from exc
     if as_json:
-        out.print_json(comparison.model_dump_json())
+        console.print_json(comparison.model_dump_json())
     else:
         _print(comparison)

@@ -13,17 +13,15 @@ from typing import Annotated, TypeVar
 
 import typer
 from psycopg_pool import AsyncConnectionPool
-from rich.console import Console
 from rich.table import Table
 
 from api.auth import AuthError, Role
+from api.cli_common import console, err
 from api.keys import ApiKey, KeyStore
 from projections.migrate import migrate
 from streams.settings import get_settings
 
 keys_app = typer.Typer(help="API keys of the REST API (admins of the installation).", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -11,20 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from api.cli_common import ProgressBar, err, fail
 from streams.settings import get_settings
 
-err = Console(stderr=True)
 # Plain progress lines when stderr is not a terminal (CI logs, files): one every this many seconds.
 _LINE_INTERVAL_S = 5.0
 _SHOWN_DIFFERENCES = 50
@@ -33,54 +23,6 @@ _SHOWN_DIFFERENCES = 50
 class RebuildTarget(StrEnum):
     postgres = "postgres"
     elasticsearch = "elasticsearch"
-
-
-class _Progress:
-    """A rich bar (events/s, ETA) on a terminal; a line every few seconds otherwise."""
-
-    def __init__(self, label: str, quiet: bool) -> None:
-        self._label = label
-        self._quiet = quiet
-        self._bar: Progress | None = None
-        self._task = None
-        self._began = time.monotonic()
-        self._last_line = self._began
-        if not quiet and err.is_terminal:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                TextColumn("{task.fields[rate]} records/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err,
-            )
-            self._task = self._bar.add_task(label, total=None, rate="-")
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def __call__(self, done: int, total: int) -> None:
-        elapsed = max(time.monotonic() - self._began, 1e-9)
-        rate = done / elapsed
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=done, total=max(total, 1), rate=f"{rate:,.0f}")
-        elif not self._quiet and time.monotonic() - self._last_line >= _LINE_INTERVAL_S:
-            self._last_line = time.monotonic()
-            eta = f"{(total - done) / rate:,.0f}s" if rate else "?"
-            err.print(
-                f"{self._label}: {done:,}/{total:,} records, {rate:,.0f}/s, ETA {eta}",
-                highlight=False,
-                soft_wrap=True,
-            )
 
 
 def rebuild(
@@ -105,10 +47,10 @@ def rebuild(
     from projections.rebuild import rebuild as run_rebuild
 
     if from_offset is not None and from_time is not None:
-        raise _fail("give --from-offset or --from-time, not both")
+        raise fail("give --from-offset or --from-time, not both")
     settings = get_settings()
     try:
-        with _Progress(f"rebuild {target.value}", quiet=as_json) as progress:
+        with ProgressBar(f"rebuild {target.value}", quiet=as_json) as progress:
             result = asyncio.run(
                 run_rebuild(
                     target.value,
@@ -120,7 +62,7 @@ def rebuild(
                 )
             )
     except RebuildError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -171,8 +113,3 @@ def reconcile(
             err.print("[green]no differences[/]")
     if report.differences:
         raise typer.Exit(1)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(1)

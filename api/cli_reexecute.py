@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,66 +14,15 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from api.cli_common import ProgressBar, console, err
 from audit.reexecute import Report, Summary, reexecute_all
 from schemas.events import Event
 
-out = Console()
-err = Console(stderr=True)
 EXIT_INTERRUPTED = 130
 _LINE_INTERVAL_S = 5.0
 _SHOWN = 200  # characters of a value in a printed difference
-
-
-class _Bar:
-    """A rich bar (events/s, ETA) on a terminal; a line every few seconds otherwise; nothing if quiet."""
-
-    def __init__(self, label: str, unit: str, quiet: bool) -> None:
-        self._label, self._unit, self._quiet = label, unit, quiet
-        self._began = self._last = time.monotonic()
-        self._bar: Progress | None = None
-        if not quiet and err.is_terminal:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit),
-                TextColumn("{task.fields[rate]} " + unit + "/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            )
-            self._task = self._bar.add_task(label, total=None, rate="-")
-
-    def __enter__(self) -> _Bar:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - self._began, 1e-9)
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=max(total, 1), rate=f"{rate:,.0f}")
-        elif not self._quiet and time.monotonic() - self._last >= _LINE_INTERVAL_S:
-            self._last = time.monotonic()
-            eta = f"{(total - done) / rate:,.0f}s" if rate else "?"
-            err.print(f"{self._label}: {done:,}/{total:,} {self._unit}, {rate:,.0f}/s, ETA {eta}")
 
 
 class _Interrupt:
@@ -133,7 +81,7 @@ async def _one_from_log(task_id: str) -> list[Event]:
 
 
 async def _all_from_log(
-    since: datetime | None, bar: _Bar, stop: _Interrupt
+    since: datetime | None, bar: ProgressBar, stop: _Interrupt
 ) -> tuple[list[list[Event]], bool]:
     from audit.histories import read_all_histories
     from schemas.codec import EventCodec
@@ -143,9 +91,7 @@ async def _all_from_log(
     settings = get_settings()
     registry = RegistryClient(settings.schema_registry_url)
     try:
-        found = await read_all_histories(
-            settings, EventCodec(registry), since=since, progress=bar.update, stop=stop
-        )
+        found = await read_all_histories(settings, EventCodec(registry), since=since, progress=bar, stop=stop)
     finally:
         await registry.close()
     if found.undecodable:
@@ -166,19 +112,19 @@ def _print_report(report: Report) -> None:
         return
     divergence = report.divergence
     assert divergence is not None
-    out.print(
+    console.print(
         f"[bold red]task {escape(report.task_id)} diverges at event {divergence.sequence}[/] "
         f"(decision from event {divergence.decision_sequence}, command {divergence.command_type}): "
         f"{escape(divergence.summary)}"
     )
     for difference in divergence.differences:
-        out.print(f"  {escape(difference.path)}: recorded {_value(difference.recorded)}")
-        out.print(f"  {' ' * len(difference.path)}  today    {_value(difference.today)}")
+        console.print(f"  {escape(difference.path)}: recorded {_value(difference.recorded)}")
+        console.print(f"  {' ' * len(difference.path)}  today    {_value(difference.today)}")
     if divergence.recorded is not None and not divergence.differences:
-        out.print(f"  recorded: {divergence.recorded.event_type} {_value(divergence.recorded.fields)}")
+        console.print(f"  recorded: {divergence.recorded.event_type} {_value(divergence.recorded.fields)}")
     if divergence.today is not None and not divergence.differences:
-        out.print(f"  today:    {divergence.today.event_type} {_value(divergence.today.fields)}")
-    out.print(f"  command: {_value(divergence.command)}")
+        console.print(f"  today:    {divergence.today.event_type} {_value(divergence.today.fields)}")
+    console.print(f"  command: {_value(divergence.command)}")
 
 
 def _finish(summary: Summary, as_json: bool) -> None:
@@ -190,14 +136,14 @@ def _finish(summary: Summary, as_json: bool) -> None:
             "failed": len(summary.failed),
             **summary.model_dump(mode="json"),
         }
-        out.print_json(json.dumps(body))
+        console.print_json(json.dumps(body))
     else:
         for report in summary.failed:
             _print_report(report)
         events = sum(report.events for report in summary.reports)
         decisions = sum(report.decisions for report in summary.reports)
         colour = "green" if summary.passed else "red"
-        out.print(
+        console.print(
             f"[{colour}]{summary.tasks - len(summary.failed)}/{summary.tasks} tasks re-executed without "
             f"divergence[/] ({events} events, {decisions} decisions)"
             + (" [yellow]— interrupted, partial report[/]" if summary.interrupted else "")
@@ -247,16 +193,16 @@ def reexecute(
             except TaskNotFoundError as exc:
                 raise _usage(str(exc)) from exc
         else:
-            with _Bar("reading the log", "records", as_json) as bar:
+            with ProgressBar("reading the log", unit="records", quiet=as_json, transient=True) as bar:
                 histories, interrupted = asyncio.run(_all_from_log(since, bar, stop))
         total = sum(len(events) for events in histories)
-        with _Bar("re-executing", "events", as_json) as bar:
+        with ProgressBar("re-executing", unit="events", quiet=as_json, transient=True) as bar:
             done = 0
 
             def advance(events: int) -> None:
                 nonlocal done
                 done += events
-                bar.update(done, total)
+                bar(done, total)
 
             summary = reexecute_all(histories, progress=advance, stop=stop)
     summary.interrupted = summary.interrupted or interrupted
