@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -21,7 +21,7 @@ from rich.table import Table
 
 from api.cli_audit_integrity import export, import_, seal, verify
 from api.cli_audit_timeline import diff, print_timeline, read_timeline, replay, state
-from api.cli_common import console, err, fail, read_argument
+from api.cli_common import console, err, fail, read_argument, wait_for_task
 from api.cli_fork import compare_tasks, fork
 from api.cli_keys import demo_key, keys_app
 from api.cli_projections import rebuild, reconcile
@@ -271,19 +271,6 @@ def _api_url(settings: Settings) -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
-def _wait_for_task(client: httpx.Client, task_id: str, timeout: float) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout
-    view = None
-    while time.monotonic() < deadline:
-        response = client.get(f"/v1/tasks/{task_id}")
-        if response.status_code == 200:
-            view = response.json()
-            if view["status"] in ("completed", "failed"):
-                return view
-        time.sleep(0.2)
-    return view
-
-
 @app.command()
 def submit(
     query: Annotated[str, typer.Argument(help="What the task asks for.")],
@@ -305,7 +292,7 @@ def submit(
             raise fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
         view = (
-            _wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
+            wait_for_task(client, task_id, timeout) if wait else {"task_id": task_id, "status": "submitted"}
         )
     if as_json:
         console.print_json(json.dumps(view))
@@ -436,7 +423,7 @@ def demo(
         if response.status_code != 202:
             raise fail(f"API answered {response.status_code}: {response.text}")
         task_id = response.json()["task_id"]
-        view = _wait_for_task(client, task_id, timeout)
+        view = wait_for_task(client, task_id, timeout)
     if view is None or view["status"] != "completed":
         raise fail(f"task {task_id} did not complete via the REST API within {timeout}s: {view}")
     console.print(f"[bold green]task {task_id} completed[/]: {escape(view['result'])}")

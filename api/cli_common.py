@@ -6,7 +6,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -30,6 +32,24 @@ def fail(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit (code 1) to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(1)
+
+
+ENDED = ("completed", "failed", "cancelled", "rejected")
+
+
+def wait_for_task(client: httpx.Client, task_id: str, timeout: float) -> dict[str, Any] | None:
+    """The task's read model once it has ended and every event is projected; the last view seen
+    (or None) when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    view = None
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/tasks/{task_id}")
+        if response.status_code == 200:
+            view = response.json()
+            if view["status"] in ENDED and view["event_count"] == view["last_sequence"] + 1:
+                return view
+        time.sleep(0.2)
+    return view
 
 
 def read_argument(value: str) -> str:

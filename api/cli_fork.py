@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated, Any
 
 import httpx
@@ -17,11 +16,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from api.cli_common import console, fail, read_argument
+from api.cli_common import ENDED, console, fail, read_argument, wait_for_task
 from audit.compare import Comparison, compare
 from streams.settings import Settings, get_settings
-
-_ENDED = ("completed", "failed", "cancelled", "rejected")
 
 
 def _pairs(values: list[str]) -> dict[str, str]:
@@ -32,19 +29,6 @@ def _pairs(values: list[str]) -> dict[str, str]:
             raise fail(f"--set {value!r}: expected field=value")
         pairs[field.strip()] = setting.strip()
     return pairs
-
-
-def _wait(client: httpx.Client, task_id: str, timeout: float) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout
-    view = None
-    while time.monotonic() < deadline:
-        response = client.get(f"/v1/tasks/{task_id}")
-        if response.status_code == 200:
-            view = response.json()
-            if view["status"] in _ENDED and view["event_count"] == view["last_sequence"] + 1:
-                return view
-        time.sleep(0.3)
-    return view
 
 
 def fork(
@@ -87,7 +71,7 @@ def fork(
             raise fail(f"fork refused ({response.status_code}): {detail or response.text}")
         accepted = response.json()
         fork_id = accepted["task_id"]
-        view = _wait(client, fork_id, timeout) if wait else None
+        view = wait_for_task(client, fork_id, timeout) if wait else None
     if as_json:
         console.print_json(json.dumps({**accepted, "view": view}))
     else:
@@ -95,7 +79,7 @@ def fork(
         if view and view.get("result"):
             console.print(escape(view["result"]))
         console.print(f"compare: agentlog compare {task_id} {fork_id}")
-    if wait and (view is None or view["status"] not in _ENDED):
+    if wait and (view is None or view["status"] not in ENDED):
         raise typer.Exit(1)
 
 
