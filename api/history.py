@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fastapi import HTTPException, status
+
 from api.deps import Resources
 from schemas.events import Event
 from streams.history import TaskNotFoundError, read_task_events
@@ -31,3 +33,13 @@ async def task_history(resources: Resources, task_id: str) -> list[Event]:
         return await read_task_events(settings, codec, task_id)
     except TaskNotFoundError:
         return []
+
+
+async def task_history_of_org(resources: Resources, task_id: str, org_id: str) -> list[Event]:
+    """:func:`task_history` of a task of ``org_id``, read from the log (not the read model, so a task
+    that just ended is found); 404 when the log has none, or it is another org's (the same answer:
+    its existence is not disclosed)."""
+    events = await task_history(resources, task_id)
+    if not events or events[0].envelope.org_id != org_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
+    return events

@@ -9,12 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import CallerDep, OperatorDep, Resources, ResourcesDep
-from api.history import task_history
+from api.deps import CallerDep, OperatorDep, ResourcesDep
+from api.history import task_history_of_org
 from api.routes.tasks import PRODUCER, PRODUCER_VERSION, task_id_for
 from audit.compare import Comparison, compare
 from audit.fork import ForkError, check_fork
-from schemas.events import Event
 from schemas.requests import RequestHeader, TaskForkRequested
 from streams.topics import REQUESTS
 
@@ -57,14 +56,6 @@ class ForkAcceptedResponse(BaseModel):
     links: dict[str, str]
 
 
-async def _events_of_org(resources: Resources, task_id: str, org_id: str) -> list[Event]:
-    events = await task_history(resources, task_id)
-    # The same answer for another org's task as for none: its existence is not disclosed.
-    if not events or events[0].envelope.org_id != org_id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} not found")
-    return events
-
-
 @router.post(
     "/v1/tasks/{task_id}/fork",
     status_code=status.HTTP_202_ACCEPTED,
@@ -90,7 +81,7 @@ async def fork_task(
     """Checks the fork against the source's history on the log, then asks the processor for it: the
     fork's first ``at`` events are copies of the source's, its event ``at`` is ``TaskForked``, and it
     continues live. A running source can be forked (its prefix so far)."""
-    source = await _events_of_org(resources, task_id, caller.org_id)
+    source = await task_history_of_org(resources, task_id, caller.org_id)
     try:
         check_fork(source, body.at, input=body.input, overrides=body.settings)
     except ForkError as exc:
@@ -141,6 +132,6 @@ async def compare_tasks(
     b: Annotated[str, Query(min_length=1, max_length=200, description="Another task id.")],
 ) -> Comparison:
     """Both histories are read from the log (the source of truth), aligned by sequence."""
-    first = await _events_of_org(resources, a, caller.org_id)
-    second = await _events_of_org(resources, b, caller.org_id)
+    first = await task_history_of_org(resources, a, caller.org_id)
+    second = await task_history_of_org(resources, b, caller.org_id)
     return compare(first, second)
