@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install up down status serve stop lint unit bench bench-quick
+.PHONY: demo test install up down status serve stop lint unit test-faults soak bench bench-quick
 
 demo: install up ## Install everything, start the stack and the platform, run an example task
 	$(BIN)/agentlog demo
@@ -45,6 +45,12 @@ bench-quick: install up ## Benchmark smoke (< 3 min) as CI runs it: fails on err
 
 unit: install ## Unit tests only (no services needed)
 	$(BIN)/python -m pytest tests/unit
+
+test-faults: install up ## Only the fault and load tests (docs/reliability.md); `make test` runs them too
+	$(BIN)/python -m pytest -rA tests/faults tests/load
+
+soak: install up ## The 10-minute soak (CI runs the same test for 2 minutes inside `make test`)
+	AGENTLOG_SOAK_SECONDS=$${AGENTLOG_SOAK_SECONDS:-600} $(BIN)/python -m pytest -rA -s tests/load
 
 lint: install ## ruff, mypy, and the schemas against the released set and the AsyncAPI document
 	$(BIN)/ruff check .
