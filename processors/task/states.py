@@ -14,6 +14,7 @@ with the events costs one extra record.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -54,17 +55,22 @@ class TaskStates:
     def __len__(self) -> int:
         return len(self._live) + len(self._finished)
 
-    async def load(self, bootstrap: str, topic: str, partitions: int, codec: EventCodec) -> int:
-        """Read the whole task-state topic (to its end at call time); returns records read.
+    async def load(
+        self, bootstrap: str, topic: str, partitions: int | Collection[int], codec: EventCodec
+    ) -> int:
+        """Read the task-state topic (to its end at call time): all ``partitions`` of it, or the
+        partitions numbered in it; returns records read. Later records win, so loading a partition
+        again brings its tasks up to date with what another worker did with them meanwhile.
 
         A record that does not decode to a ``CheckpointSaved`` raises: starting without a task's
         state would run the task again from its submission, redoing recorded effects.
         """
+        numbers = range(partitions) if isinstance(partitions, int) else sorted(partitions)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         read = 0
         try:
-            assigned = [TopicPartition(topic, p) for p in range(partitions)]
+            assigned = [TopicPartition(topic, p) for p in numbers]
             consumer.assign(assigned)
             await consumer.seek_to_beginning(*assigned)
             ends = await consumer.end_offsets(assigned)
@@ -86,7 +92,13 @@ class TaskStates:
                         remaining.discard(tp)
         finally:
             await consumer.stop()
-        log.info("loaded %d task states (%d unfinished) from %s", read, len(self._live), topic)
+        log.info(
+            "loaded %d task states from %s %s (%d unfinished in all)",
+            read,
+            topic,
+            list(numbers),
+            len(self._live),
+        )
         return read
 
 

@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import mode.loop
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from faust.types import TP
 
 from audit.fork import ForkError, check_fork, copy_prefix
 from processors.task.commands import CancelTask, Command, DecideApproval, ForkTask
@@ -51,6 +53,33 @@ from streams.topics import EVENTS, REQUESTS, TASK_STATE
 log = logging.getLogger(__name__)
 
 CONSUMER = "agentlog-processor/task-runner"
+# Exit status of a worker that stops itself because a service it needs is away (EX_TEMPFAIL).
+OUTAGE_EXIT_STATUS = 75
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an error that says a service is away (the registry, or Kafka past its retries), not
+    that the record is bad: the record must be delivered again later, never dead-lettered."""
+    if isinstance(exc, RegistryUnavailable | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+def stop_for_outage(exc: BaseException) -> NoReturn:
+    """Ends the worker process at once, for the supervisor to restart once the service is back.
+
+    Not a graceful stop: faust's stop waits until every record taken is acknowledged, and a record is
+    acknowledged only when its task's run ends, which the outage prevents; the worker hung there for
+    minutes, in the consumer group, until killed. Exiting is what ``kill -9`` does, which
+    tests/faults/test_worker_crash.py shows loses nothing: unacknowledged records come again and
+    each task resumes from its checkpoint.
+    """
+    log.critical("stopping the worker: %s: %s", type(exc).__name__, exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(OUTAGE_EXIT_STATUS)
 
 
 def app_id(settings: Settings) -> str:
@@ -109,19 +138,11 @@ class _Resources:
         self._started = False
         self._lock = asyncio.Lock()
 
-    async def ensure_started(self, states: TaskStates) -> None:
+    async def ensure_started(self) -> None:
         async with self._lock:
             if not self._started:
                 await self.registry.wait_until_ready()
                 await self.producer.start()
-                # Before the first record is handled: redeliveries must see finished tasks, and
-                # requests must find the tasks that wait for them.
-                await states.load(
-                    self.settings.kafka_bootstrap,
-                    TASK_STATE.name(self.settings),
-                    TASK_STATE.partition_count(self.settings),
-                    self.codec,
-                )
                 self._started = True
 
 
@@ -144,6 +165,34 @@ def build_app(settings: Settings | None = None) -> faust.App:
     # Read-ahead bound: records decoded and queued but not yet started (delayed ones excepted).
     queued = asyncio.Semaphore(settings.worker_concurrency * 4)
     stream_ref: dict[str, Any] = {}
+    # Requests-topic partitions this worker owns and has loaded the task states of. A task's
+    # requests and its checkpoints share a partition number (same key, same count). Another
+    # worker may have run a partition's tasks while this one did not own it, so the states of
+    # each newly assigned partition are read again before any of its records is handled:
+    # otherwise a resubmission of a task finished elsewhere would run it again, and a request for
+    # a task waiting elsewhere would find no task.
+    loaded: set[int] = set()
+    assignment = asyncio.Condition()
+    requests_name = REQUESTS.name(settings)
+
+    async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned: set[TP] = args[0]  # faust sends (app, assigned)
+        mine = {tp.partition for tp in assigned if tp.topic == requests_name}
+        async with assignment:
+            new = mine - loaded
+            loaded.intersection_update(mine)
+        await resources.ensure_started()
+        if new:
+            await states.load(settings.kafka_bootstrap, TASK_STATE.name(settings), new, resources.codec)
+        async with assignment:
+            loaded.update(mine)
+            assignment.notify_all()
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    async def states_loaded(partition: int) -> None:
+        async with assignment:
+            await assignment.wait_for(lambda: partition in loaded)
 
     async def dead_letter(record: faust.EventT[bytes], exc: BaseException) -> None:
         message = record.message
@@ -169,6 +218,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
 
     async def receive(record: faust.EventT[bytes]) -> None:
         """Decode one record and route it; acks what needs no run."""
+        await states_loaded(record.message.partition)
         headers = header_map(_header_list(record.message.headers))
         item = await resources.codec.decode_record(record.value)
         if isinstance(item, TaskRequest):
@@ -285,13 +335,11 @@ def build_app(settings: Settings | None = None) -> faust.App:
             if state.status is Status.FAILED and state.failure_reason == RETRY_EXHAUSTED and run.submission:
                 # The retry limit is reached: the submission is parked with the reason, for an operator.
                 await dead_letter(run.records[0], RetryLimitReached(state.error or "retries exhausted"))
-        except RegistryUnavailable:
-            # Infrastructure outage, not a bad record: crash so the supervisor restarts the worker and
-            # the records are delivered again (at-least-once).
-            log.critical("schema registry unavailable; stopping the worker")
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
         except Exception as exc:
+            if is_outage(exc):
+                # Not a bad record: crash so the supervisor restarts the worker and the records are
+                # delivered again (at-least-once).
+                stop_for_outage(exc)
             log.exception("task %s failed in the processor", run.task_id)
             await dead_letter(run.records[0], exc)
         finally:
@@ -332,7 +380,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(requests_topic, concurrency=1)
     async def run_tasks(stream: faust.StreamT[bytes]) -> None:
-        await resources.ensure_started(states)
+        await resources.ensure_started()
         manual = stream.noack()  # type: ignore[attr-defined]  # on faust's Stream, not its StreamT protocol
         stream_ref["stream"] = manual
         dispatcher = asyncio.create_task(dispatch())
@@ -340,11 +388,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
         async for record in manual.events():
             try:
                 await receive(record)
-            except RegistryUnavailable:
-                log.critical("schema registry unavailable; stopping the worker")
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
             except Exception as exc:
+                if is_outage(exc):
+                    stop_for_outage(exc)
                 await dead_letter(record, exc)
                 await ack(record)
 

@@ -1,0 +1,384 @@
+"""Scaling the processor 1 -> 2 -> 1 while multi-step tasks flow: two consumer-group rebalances.
+
+One worker runs under ``agentlog serve``; a second one is started beside it as its own process
+(the serve processor's environment, its own faust data dir) and later stopped with SIGTERM, a
+graceful scale-down, while tasks are still being submitted. Each worker talks to its own scripted
+LLM server (the same scripts), so the calls each worker made are counted separately: the test
+cannot pass with the second worker idle.
+
+Proved: every task completes; the log holds no event twice and no two versions of a sequence; the
+read model holds each event once; every history folds; an LLM call is made again only if it was in
+flight at a rebalance, and then at most once more; tasks keep completing in every phase; the
+processor group's committed offsets reach the log end once the last task is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+from processors.task.decider import fold
+from processors.task.worker import app_id
+from schemas.codec import EventCodec
+from schemas.events import Event
+from schemas.registry.client import RegistryClient
+from streams.settings import Settings
+from streams.topics import REQUESTS, TASK_TOPICS
+from tests.fixtures.platform import ScriptedPlatform, running_platform
+from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
+from tests.integration.conftest import api, pg_rows, wait_for
+
+STEPS = 4  # LLM calls per task: three with a (pure) calculator call, then the answer
+SUBMIT_EVERY = 0.5  # seconds between submissions: a steady stream, several tasks in flight at once
+PHASE_SECONDS = 10.0  # tasks submitted in each phase once its assignment is settled
+
+
+@dataclass
+class TwoLlms:
+    """One scripted server per worker, sharing the scripts; each request's time, per key, per server."""
+
+    first: ScriptedLlm
+    second: ScriptedLlm
+    times: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: defaultdict(list))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, llm: ScriptedLlm, name: str) -> None:
+        original = llm.answer
+
+        def timed(body: dict[str, Any], key: str) -> Any:
+            with self.lock:
+                self.times[key].append((time.time(), name))
+            return original(body, key)
+
+        llm.answer = timed  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="module")
+def rebalance_platform(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ScriptedPlatform, TwoLlms, Path]]:
+    home = tmp_path_factory.mktemp("agentlog-rebalance")
+    for first in start(ScriptedLlm()):
+        for second in start(ScriptedLlm(scripts=first.scripts)):
+            llms = TwoLlms(first, second)
+            llms.record(first, "worker-1")
+            llms.record(second, "worker-2")
+            (home / "providers.yaml").write_text(providers_yaml(first.url))
+            (home / "providers-2.yaml").write_text(providers_yaml(second.url))
+            env = {
+                "AGENTLOG_LLM_PROVIDERS_FILE": str(home / "providers.yaml"),
+                "AGENTLOG_LLM_CACHE_ENABLED": "false",
+                "AGENTLOG_PROCESSOR_WORKERS": "1",
+            }
+            with running_platform(stack, home, **env) as (settings, process):
+                yield ScriptedPlatform(settings, first, process), llms, home
+
+
+def _serve_processor(serve: int) -> psutil.Process:
+    def found() -> psutil.Process | None:
+        for child in psutil.Process(serve).children(recursive=True):
+            try:
+                if child.cmdline()[-2:] == ["run", "processor"]:
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
+    return wait_for(found, 60, "the serve processor")  # type: ignore[no-any-return]
+
+
+def _start_second_worker(serve_pid: int, home: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A second processor with the serve processor's environment, its own data dir and LLM server."""
+    env = dict(_serve_processor(serve_pid).environ())
+    env["AGENTLOG_FAUST_DATA_DIR"] = str(home / "faust" / "worker-2")
+    env["AGENTLOG_LLM_PROVIDERS_FILE"] = str(home / "providers-2.yaml")
+    log_path = home / "worker-2.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "run", "processor"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+            start_new_session=True,
+        )
+    return process, log_path
+
+
+async def _assignment(settings: Settings) -> tuple[str, list[set[int]]]:
+    """The processor group's state and, per member, the requests-topic partitions it owns."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([app_id(settings)])
+    finally:
+        await admin.close()
+    _, _, state, _, _, members = described[0].groups[0]
+    topic = REQUESTS.name(settings)
+    owned = []
+    for member in members:
+        raw = member[-1]
+        partitions: set[int] = set()
+        if raw:
+            decoded = ConsumerProtocolMemberAssignment.decode(raw)
+            for name, numbers in decoded.assignment:
+                if name == topic:
+                    partitions.update(numbers)
+        owned.append(partitions)
+    return str(state), owned
+
+
+def _owners(settings: Settings) -> list[set[int]] | None:
+    """Members' partitions once the group is stable (None while it rebalances)."""
+    state, owned = asyncio.run(_assignment(settings))
+    return owned if state == "Stable" else None
+
+
+async def _group_lag(settings: Settings) -> int:
+    """Records on the requests topic the processor group has not committed past."""
+    topic = REQUESTS.name(settings)
+    tps = [TopicPartition(topic, p) for p in range(REQUESTS.partition_count(settings))]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(app_id(settings), partitions=tps)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return sum(ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in tps)
+
+
+async def _log_events(settings: Settings, task_ids: set[str]) -> dict[str, list[Event]]:
+    """Every copy of every event of ``task_ids`` on both task topics (duplicates kept)."""
+    registry = RegistryClient(settings.schema_registry_url)
+    codec = EventCodec(registry)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[str, list[Event]] = defaultdict(list)
+    try:
+        tps = [
+            TopicPartition(spec.name(settings), p)
+            for spec in TASK_TOPICS
+            for p in range(spec.partition_count(settings))
+        ]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.key is not None and record.key.decode() in task_ids:
+                        event = await codec.decode_record(record.value)
+                        assert isinstance(event, Event)
+                        found[event.task_id].append(event)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+        await registry.close()
+    return found
+
+
+def test_scaling_the_processor_1_2_1_while_tasks_flow(
+    rebalance_platform: tuple[ScriptedPlatform, TwoLlms, Path],
+) -> None:
+    platform, llms, home = rebalance_platform
+    settings = platform.settings
+    partitions = set(range(REQUESTS.partition_count(settings)))
+    name = f"rebalance-{uuid.uuid4().hex[:8]}"
+    calc = Step(tool_calls=(("calculator", {"expression": "6 * 7"}),), delay=0.6)
+    llms.first.scripts[name] = [calc, calc, calc, Step(content="all done", delay=0.6)]
+    wait_for(lambda: _owners(settings) == [partitions], 120, "the serve worker to own every partition")
+
+    task_ids: list[str] = []
+    stop_submitting = threading.Event()
+    submit_errors: list[str] = []
+
+    def submit() -> None:
+        with api(settings) as client:
+            for i in itertools.count():
+                if stop_submitting.is_set():
+                    return
+                reply = client.post(
+                    "/v1/tasks",
+                    json={"query": f"Rebalance test {i} [[{name}]]"},
+                    headers={"Idempotency-Key": f"{name}-{i}"},
+                )
+                if reply.status_code != 202:
+                    submit_errors.append(reply.text)
+                else:
+                    task_ids.append(reply.json()["task_id"])
+                time.sleep(SUBMIT_EVERY)
+
+    submitter = threading.Thread(target=submit, daemon=True)
+    began = time.time()
+    submitter.start()
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(PHASE_SECONDS)
+        # Scale up.
+        second, second_log = _start_second_worker(platform.process.pid, home)
+        second_started = time.time()
+        wait_for(
+            lambda: (owned := _owners(settings)) is not None and len(owned) == 2 and all(owned),
+            120,
+            "the second worker to own partitions",
+        )
+        second_owns = time.time()
+        time.sleep(PHASE_SECONDS)
+        # Scale down, gracefully, while tasks still flow.
+        second.send_signal(signal.SIGTERM)
+        second_stopped = time.time()
+        wait_for(lambda: _owners(settings) == [partitions], 120, "the first worker to own every partition")
+        first_owns_all = time.time()
+        assert second.wait(60) is not None
+        time.sleep(PHASE_SECONDS)
+    finally:
+        stop_submitting.set()
+        submitter.join(30)
+        if second is not None and second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    submitted_until = time.time()
+    assert not submit_errors, submit_errors
+
+    def all_done() -> list[dict[str, Any]] | None:
+        views = []
+        with api(settings) as client:
+            for task_id in task_ids:
+                reply = client.get(f"/v1/tasks/{task_id}")
+                if reply.status_code != 200:
+                    return None
+                view = reply.json()
+                if (
+                    view["status"] not in ("completed", "failed")
+                    or view["event_count"] != view["last_sequence"] + 1
+                ):
+                    return None
+                views.append(view)
+        return views
+
+    try:
+        views = wait_for(all_done, 240, "every task to end")
+    except AssertionError:
+        with api(settings) as client:
+            seen = {t: client.get(f"/v1/tasks/{t}").json() for t in task_ids}
+        summary = {
+            t: (v.get("status"), v.get("event_count"), v.get("last_sequence")) for t, v in seen.items()
+        }
+        raise AssertionError(f"tasks did not all end: {summary}\nworker-2 log: {second_log}") from None
+    all_done_at = time.time()
+    assert [v["status"] for v in views] == ["completed"] * len(task_ids), [v["error"] for v in views]
+
+    # Lag: the group commits past every submission once the tasks are done.
+    wait_for(lambda: asyncio.run(_group_lag(settings)) == 0, 120, "the processor group's lag to reach zero")
+    lag_zero_at = time.time()
+
+    # Every task submitted again under its key, now that each partition has changed hands twice:
+    # the worker that owns it must know the task ran (whoever ran it) and run nothing again.
+    with api(settings) as client:
+        for i, task_id in enumerate(task_ids):
+            reply = client.post(
+                "/v1/tasks",
+                json={"query": f"Rebalance test {i} [[{name}]]"},
+                headers={"Idempotency-Key": f"{name}-{i}"},
+            )
+            assert reply.status_code == 202 and reply.json()["task_id"] == task_id, reply.text
+    resubmitted_at = time.time()
+    wait_for(lambda: asyncio.run(_group_lag(settings)) == 0, 120, "the resubmissions to be handled")
+
+    # The log: every event once, one version of each sequence; the submission twice (resubmitted).
+    on_log = asyncio.run(_log_events(settings, set(task_ids)))
+    ended_at: dict[str, float] = {}
+    redone = 0
+    for task_id in task_ids:
+        copies = Counter(e.sequence for e in on_log[task_id])
+        assert copies[0] == 2 and all(n == 1 for s, n in copies.items() if s > 0), (
+            task_id,
+            {s: n for s, n in copies.items() if n > 1},
+        )
+        history = sorted(
+            {e.sequence: e for e in reversed(on_log[task_id])}.values(), key=lambda e: e.sequence
+        )
+        folded = fold(history)  # raises on a gap or a broken hash link
+        assert folded.status.value == "completed"
+        ended_at[task_id] = history[-1].envelope.occurred_at.timestamp()
+        assert ended_at[task_id] < resubmitted_at, task_id
+        rows = pg_rows(
+            settings,
+            "SELECT count(*) AS n, count(DISTINCT sequence) AS d FROM task_events WHERE task_id = %s",
+            task_id,
+        )
+        assert rows[0]["n"] == rows[0]["d"] == len(history)
+        keys = [e.payload.idempotency_key for e in history if e.event_type == "LlmCallCompleted"]
+        assert len(keys) == len(set(keys)) == STEPS
+        for key in keys:
+            times = sorted(llms.times[key])
+            # A repeat only for a call in flight at a rebalance: the two requests straddle one.
+            assert 1 <= len(times) <= 2, (key, times)
+            if len(times) == 2:
+                (before, _), (after, _) = times
+                assert before <= second_owns <= after or before <= first_owns_all <= after, (
+                    key,
+                    times,
+                    second_owns,
+                    first_owns_all,
+                )
+                redone += 1
+
+    by_worker = Counter(name for key_times in llms.times.values() for _, name in key_times)
+    assert by_worker["worker-2"] > 0 and by_worker["worker-1"] > 0, by_worker
+    # Only worker 2 served the phase it owned partitions in, and it stopped making calls on SIGTERM.
+    worker_2_times = [t for key_times in llms.times.values() for t, name in key_times if name == "worker-2"]
+    assert min(worker_2_times) >= second_started and max(worker_2_times) <= first_owns_all, (
+        second_started,
+        first_owns_all,
+        min(worker_2_times),
+        max(worker_2_times),
+    )
+
+    # No stall: tasks completed in every phase.
+    phases = {
+        "one worker": (began, second_started),
+        "two workers": (second_owns, second_stopped),
+        "one worker again": (first_owns_all, submitted_until),
+    }
+    for phase, (start_at, end_at) in phases.items():
+        ended = [t for t in ended_at.values() if start_at <= t <= end_at]
+        assert ended, f"no task completed during phase {phase!r}"
+    completions = sorted(ended_at.values())
+    longest_gap = max(b - a for a, b in itertools.pairwise(completions))
+
+    print(
+        f"\n{len(task_ids)} tasks x {STEPS} calls, 2 rebalances;"
+        f" LLM calls by worker: {dict(by_worker)}; in-flight calls made once more: {redone}"
+        f"\nsecond worker started -> owns partitions: {second_owns - second_started:.1f}s"
+        f"\nsecond worker SIGTERM -> first owns all again: {first_owns_all - second_stopped:.1f}s"
+        f"\nlast submission -> every task done: {all_done_at - submitted_until:.1f}s;"
+        f" -> group lag zero: {lag_zero_at - submitted_until:.1f}s"
+        f"\nlongest gap between two task completions: {longest_gap:.1f}s"
+    )
