@@ -4,8 +4,13 @@ Each source is reduced to one :class:`TaskSummary` per task (how many events, th
 and a SHA-256 over the event ids in sequence order); :func:`compare` (pure) lists every difference
 from the log, which is the system of record. Postgres is read through a server-side cursor and
 Elasticsearch through a point in time with ``search_after``, both ordered by task, so they hold one
-task at a time; the log's records of a task are spread over two topics, so the log side holds the
-(sequence, event id) pairs it has read until the end (about 100 bytes an event).
+task at a time; the log's records of a task are spread over two topics, so the log side holds what
+it needs of each event (sequence, id, chain hashes, place) until the end (about 500 bytes an event).
+
+The log is also checked against itself (:func:`check_log`: no gap in a task's sequences, no
+sequence held by two different events, an unbroken hash chain, by :func:`audit.verify.verify_task`)
+and, given a provider's call counts per idempotency key, against the outside world
+(:func:`audit.effects.check_effects`).
 
 The sources are read one after the other while the platform may be writing: on a busy system a
 task still running can differ only because a projector had not caught up yet; run it again.
@@ -16,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
@@ -25,6 +31,8 @@ from aiokafka.structs import ConsumerRecord
 from elasticsearch import AsyncElasticsearch
 from pydantic import BaseModel, computed_field
 
+from audit.effects import COUNTED_KINDS, EffectDifference, EffectLedger, check_effects
+from audit.verify import LoggedEvent, verify_task
 from schemas.codec import EventCodec
 from schemas.events import Event
 from schemas.registry.client import RegistryClient, RegistryUnavailable
@@ -51,15 +59,32 @@ class SourceTotals(BaseModel):
     events: int
 
 
+DifferenceKind = Literal[
+    "missing",
+    "extra",
+    "events",
+    "max_sequence",
+    "ordered_hash",
+    "sequence_gap",
+    "duplicate_sequence",
+    "hash_chain",
+]
+
+
 class Difference(BaseModel):
-    """One way a projection's task differs from the log's."""
+    """One way a projection's task differs from the log's, or (source ``log``) the log from itself."""
 
     task_id: str
     source: Source
-    kind: Literal["missing", "extra", "events", "max_sequence", "ordered_hash"]
-    """missing: the log has the task, the source not; extra: the reverse; else the field that differs."""
+    kind: DifferenceKind
+    """missing: the log has the task, the source not; extra: the reverse; events, max_sequence,
+    ordered_hash: that field differs. Source ``log``: sequence_gap (``log`` the first sequence
+    missing below the highest, ``found`` how many are missing); duplicate_sequence (``log`` the
+    first event id read for the sequence, ``found`` another); hash_chain (the first broken link as
+    ``agentlog verify`` names it: ``log`` the hash expected, ``found`` the one on the log)."""
     log: int | str | None
     found: int | str | None
+    detail: str = ""
 
 
 class ReconcileReport(BaseModel):
@@ -70,11 +95,14 @@ class ReconcileReport(BaseModel):
     differences: list[Difference]
     undecodable_records: int = 0
     """Log records that did not decode (they are in no projection; see the dead-letter topic)."""
+    effects_checked: int | None = None
+    """Idempotency keys compared with a provider's call counts (None: no counts were given)."""
+    effect_differences: list[EffectDifference] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.effect_differences
 
 
 def ordered_hash(event_ids: Iterable[str]) -> str:
@@ -163,22 +191,100 @@ def compare(
     return ReconcileReport(sources=["log", *projections], totals=totals, differences=differences)
 
 
+def check_log(task_id: str, events: Sequence[tuple[str, LoggedEvent]]) -> list[Difference]:
+    """The log's own differences for one task, from its events in log order as (event id, what the
+    chain check needs): a gap below the highest sequence, a sequence held by two different events,
+    and the first broken link of the hash chain (:func:`audit.verify.verify_task`). A redelivered
+    copy (same id, same bytes) is no difference. The chain check stops at its first break, and a
+    break that is only the gap or the duplicate already reported is not reported twice."""
+    differences: list[Difference] = []
+    first_ids: dict[int, str] = {}
+    duplicated: set[int] = set()
+    for event_id, logged in events:
+        first = first_ids.setdefault(logged.sequence, event_id)
+        if first != event_id and logged.sequence not in duplicated:
+            duplicated.add(logged.sequence)
+            differences.append(
+                Difference(
+                    task_id=task_id,
+                    source="log",
+                    kind="duplicate_sequence",
+                    log=first,
+                    found=event_id,
+                    detail=f"sequence {logged.sequence} is held by two events (again at {logged.position})",
+                )
+            )
+    missing = [n for n in range(max(first_ids) + 1) if n not in first_ids] if first_ids else []
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        differences.append(
+            Difference(
+                task_id=task_id,
+                source="log",
+                kind="sequence_gap",
+                log=missing[0],
+                found=len(missing),
+                detail=f"sequences not on the log below {max(first_ids)}: {shown}",
+            )
+        )
+    broken = verify_task(task_id, [logged for _, logged in events]).first_break
+    if broken is not None and not (
+        (broken.kind == "missing" and missing)
+        or (broken.kind == "duplicate" and broken.sequence in duplicated)
+    ):
+        differences.append(
+            Difference(
+                task_id=task_id,
+                source="log",
+                kind="hash_chain",
+                log=broken.expected,
+                found=broken.found,
+                detail=f"{broken.kind} at sequence {broken.sequence}: {broken.detail}",
+            )
+        )
+    return differences
+
+
 # --- reading the sources -----------------------------------------------------------------------
 
+LogOrder = tuple[int, int, int]
+"""(topic's place in ``TASK_TOPICS``, partition, offset): sorting by it gives a task's log order,
+its submission (requests topic) first, then its events by offset, as :mod:`audit.log` reads it."""
 
-async def log_rows(
+
+@dataclass
+class LogRead:
+    """What reconcile keeps of the log: each task's events (for the summary and the chain check),
+    the effect ledger, and how many records did not decode."""
+
+    events: dict[str, list[tuple[LogOrder, str, LoggedEvent]]] = field(default_factory=dict)
+    effects: EffectLedger = field(default_factory=EffectLedger)
+    undecodable: int = 0
+
+    def rows(self) -> Iterator[Row]:
+        for task_id, found in self.events.items():
+            for _, event_id, logged in found:
+                yield task_id, logged.sequence, event_id
+
+    def in_log_order(self, task_id: str) -> list[tuple[str, LoggedEvent]]:
+        return [
+            (event_id, logged) for _, event_id, logged in sorted(self.events[task_id], key=lambda e: e[0])
+        ]
+
+
+async def read_log(
     settings: Settings, codec: EventCodec, *, org: str | None = None, task: str | None = None
-) -> tuple[list[Row], int]:
+) -> LogRead:
     """Every task event on both task topics up to their current ends (filtered), and how many
     records did not decode. Requests to running tasks are not events and are skipped."""
     from projections.rebuild import LogReader
 
-    rows: list[Row] = []
-    undecodable = 0
+    topics = [spec.name(settings) for spec in TASK_TOPICS]
+    read = LogRead()
 
     async def collect(batch: dict[TopicPartition, list[ConsumerRecord]]) -> int:
-        nonlocal undecodable
-        for records in batch.values():
+        for tp, records in batch.items():
+            rank = topics.index(tp.topic)
             for record in records:
                 try:
                     event = await codec.decode_record(record.value)
@@ -186,19 +292,27 @@ async def log_rows(
                     raise
                 except Exception:
                     # Reconcile only reads: parking the record is the live projectors' job.
-                    undecodable += 1
+                    read.undecodable += 1
                     continue
                 if not isinstance(event, Event):
                     continue
                 envelope = event.envelope
                 if (org is None or envelope.org_id == org) and (task is None or envelope.task_id == task):
-                    rows.append((envelope.task_id, envelope.sequence, str(envelope.event_id)))
+                    position = f"{tp.topic}:{tp.partition}:{record.offset}"
+                    read.events.setdefault(envelope.task_id, []).append(
+                        (
+                            (rank, tp.partition, record.offset),
+                            str(envelope.event_id),
+                            LoggedEvent.of(event, position),
+                        )
+                    )
+                    read.effects.add(event)
         return 0
 
-    async with LogReader(settings, topics=[spec.name(settings) for spec in TASK_TOPICS]) as reader:
+    async with LogReader(settings, topics=topics) as reader:
         await reader.seek_start()
         await reader.read_until(await reader.end_offsets(), collect)
-    return rows, undecodable
+    return read
 
 
 async def postgres_rows(
@@ -291,13 +405,22 @@ async def reconcile(
     org: str | None = None,
     task: str | None = None,
     sources: Sequence[Source] = PROJECTIONS,
+    effect_calls: Mapping[str, int] | None = None,
+    in_flight: Collection[str] = frozenset(),
+    counted_effects: Collection[str] = COUNTED_KINDS,
 ) -> ReconcileReport:
     """Compares the log with the Postgres and/or Elasticsearch projections of ``settings``'s
-    deployment (its topic prefix and index alias), optionally of one org or task only."""
+    deployment (its topic prefix and index alias), optionally of one org or task only, and checks
+    each task's log itself (sequences, hash chain).
+
+    With ``effect_calls`` (idempotency key -> calls a provider received under it), also checks the
+    log's LLM and tool calls of the kinds in ``counted_effects`` against those counts; the keys in
+    ``in_flight`` were under way at a crash and may have one call more (:func:`check_effects`).
+    """
     registry = RegistryClient(settings.schema_registry_url)
     try:
         await registry.wait_until_ready()
-        rows, undecodable = await log_rows(settings, EventCodec(registry), org=org, task=task)
+        log = await read_log(settings, EventCodec(registry), org=org, task=task)
     finally:
         await registry.close()
     projections: dict[Source, dict[str, TaskSummary]] = {}
@@ -314,6 +437,21 @@ async def reconcile(
             )
         finally:
             await client.close()
-    report = compare(summarize_log(rows), projections)
-    report.undecodable_records = undecodable
+    report = compare(summarize_log(log.rows()), projections)
+    report.differences = [
+        *(
+            difference
+            for task_id in sorted(log.events)
+            for difference in check_log(task_id, log.in_log_order(task_id))
+        ),
+        *report.differences,
+    ]
+    report.undecodable_records = log.undecodable
+    if effect_calls is not None:
+        recorded = log.effects.effects()
+        scoped = None if org is None and task is None else set(log.events)
+        report.effects_checked = sum(1 for effect in recorded.values() if effect.kind in counted_effects)
+        report.effect_differences = check_effects(
+            recorded, effect_calls, in_flight=in_flight, counted=counted_effects, tasks=scoped
+        )
     return report

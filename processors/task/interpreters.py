@@ -127,6 +127,7 @@ class RegistryTools:
             workspace=self.workspace(state.task_id),
             limits=self._limits,
             settings=self._settings,
+            idempotency_key=request.idempotency_key,
         )
         outcome = await execute(request.tool, request.arguments_json, context, registry=self._registry)
         return RecordToolResult(

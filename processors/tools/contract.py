@@ -134,6 +134,10 @@ class ToolContext(BaseModel):
     workspace: Path = Field(description="The task's own directory; file tools and the sandbox stay in it.")
     limits: ToolLimits = ToolLimits()
     settings: ToolSettings = ToolSettings()
+    idempotency_key: str | None = Field(
+        default=None,
+        description="The call's key (the same on every attempt): tools that reach a service pass it on.",
+    )
 
 
 class ToolOutput(BaseModel):

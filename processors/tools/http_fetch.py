@@ -4,7 +4,9 @@ Every URL, the first and each redirect's target, is checked before a connection 
 http or https, no credentials in it, host (and port, when the entry names one) on
 ``ToolSettings.http_allow_hosts``. Redirects are followed by hand for that reason. The body is
 read up to the size limit and the whole fetch runs under one timeout. Proxies from the
-environment are ignored, so the allow-list is the only route out.
+environment are ignored, so the allow-list is the only route out. Each request carries the call's
+idempotency key as an ``Idempotency-Key`` header, the same on a retry or after a crash, so a
+service that deduplicates by it sees one effect.
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ def check_url(url: str | httpx.URL, allow_hosts: Iterable[str]) -> httpx.URL:
     return parsed
 
 
-async def fetch(url: str, allow_hosts: tuple[str, ...], limits: HttpLimits) -> ToolOutput:
+async def fetch(
+    url: str, allow_hosts: tuple[str, ...], limits: HttpLimits, idempotency_key: str | None = None
+) -> ToolOutput:
     """GET ``url`` following allowed redirects; the status line, content type and (capped) body."""
     target = check_url(url, allow_hosts)
+    headers = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+    if idempotency_key is not None:
+        headers["idempotency-key"] = idempotency_key
     try:
         async with (
             asyncio.timeout(limits.timeout_seconds),
@@ -70,7 +77,7 @@ async def fetch(url: str, allow_hosts: tuple[str, ...], limits: HttpLimits) -> T
                 trust_env=False,
                 timeout=limits.timeout_seconds,
                 # Uncompressed: the size limit then bounds what is downloaded, not a decompression.
-                headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
+                headers=headers,
             ) as client,
         ):
             for _ in range(limits.max_redirects + 1):
@@ -102,7 +109,9 @@ async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, boo
 
 
 async def _http_fetch(arguments: dict[str, Any], context: ToolContext) -> ToolOutput:
-    return await fetch(arguments["url"], context.settings.http_allow_hosts, context.limits.http)
+    return await fetch(
+        arguments["url"], context.settings.http_allow_hosts, context.limits.http, context.idempotency_key
+    )
 
 
 TOOL = Tool(

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.reconcile import TaskSummary, compare, ordered_hash, summarize, summarize_log
+from audit.verify import LoggedEvent
+from projections.reconcile import TaskSummary, check_log, compare, ordered_hash, summarize, summarize_log
+from tests.unit.audit.chains import edited, history
 
 IDS = [str(uuid.UUID(int=n)) for n in range(1, 8)]
 
@@ -98,3 +100,62 @@ def test_an_event_held_twice_by_a_projection_is_a_difference() -> None:
 
     assert (difference.kind, difference.log, difference.found) == ("events", 2, 3)
     assert hash_difference.kind == "ordered_hash"
+
+
+# --- the log checked against itself ------------------------------------------------------------
+
+
+def chain_of(task_id: str = "t-1", events: int = 5) -> list[tuple[str, LoggedEvent]]:
+    return [
+        (str(event.envelope.event_id), LoggedEvent.of(event, f"t:0:{i}"))
+        for i, (event, _) in enumerate(history(task_id, events))
+    ]
+
+
+def test_an_intact_log_has_no_differences_even_with_redelivered_copies() -> None:
+    events = chain_of()
+
+    assert check_log("t-1", events) == []
+    assert check_log("t-1", events + events[2:4]) == []
+
+
+def test_a_gap_in_the_sequences_is_reported_once_with_the_first_missing_sequence() -> None:
+    events = chain_of(events=6)
+    del events[2:4]
+
+    (gap,) = check_log("t-1", events)
+
+    assert (gap.source, gap.kind, gap.log, gap.found) == ("log", "sequence_gap", 2, 2)
+    assert "2, 3" in gap.detail
+
+
+def test_two_events_claiming_one_sequence_are_a_duplicate() -> None:
+    events = chain_of()
+    impostor = LoggedEvent.of(history("t-1", 5)[3][0], "t:0:9")
+    events.append((IDS[0], impostor))
+
+    differences = check_log("t-1", events)
+
+    assert [(d.kind, d.log, d.found) for d in differences] == [("duplicate_sequence", events[3][0], IDS[0])]
+
+
+def test_a_broken_hash_link_is_reported_as_verify_names_it() -> None:
+    chain = edited(history("t-1", 5), 2)
+    events = [
+        (str(event.envelope.event_id), LoggedEvent.of(event, f"t:0:{i}"))
+        for i, (event, _) in enumerate(chain)
+    ]
+
+    (broken,) = check_log("t-1", events)
+
+    assert (broken.source, broken.kind) == ("log", "hash_chain")
+    assert broken.detail.startswith("edited at sequence 2")
+    assert broken.found == chain[2][0].digest
+
+
+def test_log_differences_make_the_report_not_ok() -> None:
+    log = summarize(rows("t1", IDS[:2]))
+    report = compare(log, {})
+    assert report.ok
+    report.differences = check_log("t-1", chain_of()[1:])  # the submission is gone
+    assert not report.ok and report.differences[0].kind == "sequence_gap"
