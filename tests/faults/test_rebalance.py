@@ -42,7 +42,7 @@ from schemas.events import Event
 from schemas.registry.client import RegistryClient
 from streams.settings import Settings
 from streams.topics import REQUESTS, TASK_TOPICS
-from tests.fixtures.platform import ScriptedPlatform, running_platform
+from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, pg_rows, wait_for
 
@@ -150,23 +150,6 @@ def _owners(settings: Settings) -> list[set[int]] | None:
     """Members' partitions once the group is stable (None while it rebalances)."""
     state, owned = asyncio.run(_assignment(settings))
     return owned if state == "Stable" else None
-
-
-async def _group_lag(settings: Settings) -> int:
-    """Records on the requests topic the processor group has not committed past."""
-    topic = REQUESTS.name(settings)
-    tps = [TopicPartition(topic, p) for p in range(REQUESTS.partition_count(settings))]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(app_id(settings), partitions=tps)
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    return sum(ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in tps)
 
 
 async def _log_events(settings: Settings, task_ids: set[str]) -> dict[str, list[Event]]:
@@ -295,7 +278,7 @@ def test_scaling_the_processor_1_2_1_while_tasks_flow(
     assert [v["status"] for v in views] == ["completed"] * len(task_ids), [v["error"] for v in views]
 
     # Lag: the group commits past every submission once the tasks are done.
-    wait_for(lambda: asyncio.run(_group_lag(settings)) == 0, 120, "the processor group's lag to reach zero")
+    wait_for(lambda: processor_group_lag(settings) == 0, 120, "the processor group's lag to reach zero")
     lag_zero_at = time.time()
 
     # Every task submitted again under its key, now that each partition has changed hands twice:
@@ -309,7 +292,7 @@ def test_scaling_the_processor_1_2_1_while_tasks_flow(
             )
             assert reply.status_code == 202 and reply.json()["task_id"] == task_id, reply.text
     resubmitted_at = time.time()
-    wait_for(lambda: asyncio.run(_group_lag(settings)) == 0, 120, "the resubmissions to be handled")
+    wait_for(lambda: processor_group_lag(settings) == 0, 120, "the resubmissions to be handled")
 
     # The log: every event once, one version of each sequence; the submission twice (resubmitted).
     on_log = asyncio.run(_log_events(settings, set(task_ids)))
