@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -304,6 +304,17 @@ def submit(
         raise typer.Exit(1)
 
 
+def parse_event_data(text: str) -> Any:
+    """``agentlog produce --data`` as JSON; raises ValueError with one line saying why it is not."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("--data is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:
+        # JSONDecodeError, and the integers past Python's 4300-digit conversion limit (plain ValueError).
+        raise ValueError(f"--data is not valid JSON: {' '.join(str(exc).split())}") from exc
+
+
 @app.command()
 def produce(
     event_type: Annotated[
@@ -344,9 +355,9 @@ def produce(
     if event_type is None or data is None:
         raise fail("give an EVENT_TYPE and --data JSON|@FILE|@- (or --list)")
     try:
-        fields = json.loads(read_argument(data))
-    except json.JSONDecodeError as exc:
-        raise fail(f"--data is not valid JSON: {exc}") from exc
+        fields = parse_event_data(read_argument(data))
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     try:
         if dry_run:
             described = preview(event_type, fields, settings=settings)

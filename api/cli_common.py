@@ -55,12 +55,17 @@ def wait_for_task(client: httpx.Client, task_id: str, timeout: float) -> dict[st
 def read_argument(value: str) -> str:
     """A literal argument, or the contents of ``@file`` / ``@-`` (stdin)."""
     if value == "@-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError as exc:
+            raise fail(f"{value}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     if value.startswith("@"):
         try:
             return Path(value[1:]).read_text(encoding="utf-8")
         except OSError as exc:
             raise fail(f"{value}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise fail(f"{value}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     return value
 
 

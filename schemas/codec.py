@@ -8,6 +8,7 @@ from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryClient, RegistryRejected, subject_for
 from schemas.requests import TaskRequest
 from schemas.serde import (
+    RecordDecodeError,
     decode_dead_letter,
     decode_request,
     encode_dead_letter,
@@ -21,7 +22,7 @@ from schemas.serde import (
 )
 
 
-class UnknownSchemaIdError(LookupError):
+class UnknownSchemaIdError(RecordDecodeError, LookupError):
     """The record names a schema id the registry does not know."""
 
 

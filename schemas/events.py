@@ -29,7 +29,12 @@ def millisecond_utc(value: datetime | None) -> datetime | None:
         return value  # already UTC milliseconds: every decoded timestamp takes this path
     if value.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware (UTC)")
-    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00+01:00 is a year-0 instant: pydantic reports only ValueErrors as the field's.
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from exc
+    return in_utc.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 class Priority(StrEnum):

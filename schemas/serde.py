@@ -18,14 +18,15 @@ import hashlib
 import io
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
 import fastavro
 from fastavro.schema import load_schema
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from schemas.avro_codegen import (
     UnsupportedBinding,
@@ -42,12 +43,64 @@ MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
 
 
-class WireFormatError(ValueError):
+class RecordDecodeError(ValueError):
+    """Bytes that do not decode to a valid agentlog record; the message names the record and why.
+
+    Every way decoding hostile or corrupt bytes can fail ends as this error (the underlying one is
+    its ``__cause__``), so a reader can tell a bad record, which it parks or reports, from a
+    failure of its own (the registry unreachable), which it must not mistake for one.
+    """
+
+
+class WireFormatError(RecordDecodeError):
     """The bytes are not a Confluent-framed Avro record."""
 
 
-class UnknownRecordError(ValueError):
+class UnknownRecordError(RecordDecodeError):
     """The writer schema names a record this version of agentlog does not know."""
+
+
+def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
+    problems = [
+        f"{'.'.join([exc.title, *(str(part) for part in error['loc'])])}: "
+        f"{' '.join(str(error['msg']).split())} (got {_shown(error.get('input'))})"
+        for error in exc.errors()[:limit]
+    ]
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+@contextmanager
+def _decoding(fullname: str, body: bytes) -> Iterator[None]:
+    """Turns whatever reading ``body`` as ``fullname`` raises into a :class:`RecordDecodeError`.
+
+    fastavro reports a malformed body as EOFError, IndexError, OverflowError, UnicodeDecodeError,
+    its own SchemaResolutionError and more, and the models as ValidationError: callers facing
+    untrusted bytes cannot list them all, so any failure here is the record's.
+    """
+    try:
+        yield
+    except RecordDecodeError:
+        raise
+    except ValidationError as exc:
+        raise RecordDecodeError(
+            f"{fullname} body of {len(body)} bytes holds values its model refuses: {_validation_summary(exc)}"
+        ) from exc
+    except Exception as exc:
+        raise RecordDecodeError(
+            f"{fullname} body of {len(body)} bytes does not decode: {type(exc).__name__}: {_detail(exc)}"
+        ) from exc
+
+
+def _detail(exc: BaseException, limit: int = 300) -> str:
+    """The error's message on one line, capped (fastavro's can quote whole schemas)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 @cache
@@ -186,9 +239,17 @@ def seal(envelope: Envelope, payload: Payload) -> tuple[Event, bytes]:
 
 @cache
 def writer_fullname(writer_schema_text: str) -> str:
-    schema = json.loads(writer_schema_text)
-    name, namespace = schema.get("name", ""), schema.get("namespace")
-    return name if "." in name or not namespace else f"{namespace}.{name}"
+    try:
+        schema = json.loads(writer_schema_text)
+    except ValueError as exc:
+        raise RecordDecodeError(f"writer schema is not JSON: {exc}") from exc
+    # A registry shared with other producers may hand back any schema for an id: a primitive, an
+    # array, a union; none of them is a record of ours.
+    name = schema.get("name") if isinstance(schema, dict) else None
+    if not isinstance(name, str) or not name:
+        raise UnknownRecordError(f"writer schema {_shown(writer_schema_text)} is not a named record")
+    namespace = schema.get("namespace")
+    return name if "." in name or not isinstance(namespace, str) or not namespace else f"{namespace}.{name}"
 
 
 def decode_event(body: bytes, writer_schema_text: str) -> Event:
@@ -205,16 +266,25 @@ def event_reader(writer_schema_text: str) -> Callable[[bytes], Event]:
         raise UnknownRecordError(f"record {fullname!r} is not a task event known to this agentlog version")
 
     def reference(body: bytes) -> Event:
-        record = _read(body, writer_schema_text, fullname)
-        envelope_fields = record.pop("envelope")
-        return Event(
-            envelope=Envelope.model_validate(envelope_fields),
-            payload=payload_type.model_validate(record),
-            digest=digest(body),
-        )
+        with _decoding(fullname, body):
+            record = _read(body, writer_schema_text, fullname)
+            envelope_fields = record.pop("envelope")
+            return Event(
+                envelope=Envelope.model_validate(envelope_fields),
+                payload=payload_type.model_validate(record),
+                digest=digest(body),
+            )
 
+    try:
+        resolved = _reader_schema(writer_schema_text, fullname)
+        _parsed_writer(writer_schema_text)
+    except Exception as exc:
+        # A writer schema fastavro cannot parse fails every body alike: say so once, here.
+        raise RecordDecodeError(
+            f"writer schema of {fullname} is not usable: {type(exc).__name__}: {_detail(exc)}"
+        ) from exc
     compiled, make = _compiled_reader(payload_type), _event_maker(payload_type)
-    if compiled is None or make is None or _reader_schema(writer_schema_text, fullname) is not None:
+    if compiled is None or make is None or resolved is not None:
         return reference
 
     def read(body: bytes) -> Event:
@@ -230,13 +300,16 @@ def event_reader(writer_schema_text: str) -> Callable[[bytes], Event]:
 
 def decode_dead_letter(body: bytes, writer_schema_text: str) -> RecordDeadLettered:
     fullname = RecordDeadLettered.fullname()
+    if (written := writer_fullname(writer_schema_text)) != fullname:
+        raise UnknownRecordError(f"record {written!r} is not a dead letter ({fullname})")
     compiled = _compiled_reader(RecordDeadLettered)
     if compiled is not None and _reader_schema(writer_schema_text, fullname) is None:
         try:
             return cast(RecordDeadLettered, compiled(body))
         except Exception:
             pass  # the reference path below raises the error that counts, or reads what it accepts
-    return RecordDeadLettered.model_validate(_read(body, writer_schema_text, fullname))
+    with _decoding(fullname, body):
+        return RecordDeadLettered.model_validate(_read(body, writer_schema_text, fullname))
 
 
 def encode_request(request: TaskRequest) -> bytes:
@@ -250,7 +323,8 @@ def decode_request(body: bytes, writer_schema_text: str) -> TaskRequest:
     request_type = REQUEST_TYPES.get(fullname)
     if request_type is None:
         raise UnknownRecordError(f"record {fullname!r} is not a task request known to this agentlog version")
-    return request_type.model_validate(_read(body, writer_schema_text, fullname))
+    with _decoding(fullname, body):
+        return request_type.model_validate(_read(body, writer_schema_text, fullname))
 
 
 def is_request(writer_schema_text: str) -> bool:
@@ -265,7 +339,7 @@ def _read(body: bytes, writer_schema_text: str, reader_fullname: str) -> dict[st
     )
     if reader.tell() != len(body):
         # A body with trailing bytes was not written with this schema, whatever decoded before them.
-        raise ValueError(f"{len(body) - reader.tell()} bytes left after decoding {reader_fullname}")
+        raise RecordDecodeError(f"{len(body) - reader.tell()} bytes left after decoding {reader_fullname}")
     return cast(dict[str, Any], record)
 
 

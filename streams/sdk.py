@@ -444,8 +444,18 @@ def _validated(
         return None
 
 
+_PLAIN_SEGMENT = re.compile(r"[\w@:/+-]+")
+
+
+def _segment(part: object) -> str:
+    """A path segment as the problem line shows it: a field name as is, any other key quoted, so a
+    key holding a newline, a dot or nothing at all cannot break or fake the line."""
+    text = str(part)
+    return text if _PLAIN_SEGMENT.fullmatch(text) else repr(part)
+
+
 def _pydantic_problem(model: type[BaseModel], path: str, error: Any) -> FieldProblem:
-    location = ".".join([path, *(str(part) for part in error["loc"])])
+    location = ".".join([path, *(_segment(part) for part in error["loc"])])
     kind = error["type"]
     if kind == "missing":
         return FieldProblem(path=location, rule="required", given=False)
@@ -551,10 +561,25 @@ def _walk(datum: Any, schema: Any, path: str, named: dict[str, Any], found: list
             _walk(item, schema["items"], f"{path}.{index}", named, found)
     elif kind == "map" and isinstance(datum, Mapping):
         for key, value in datum.items():
-            _walk(value, schema["values"], f"{path}.{key}", named, found)
+            if isinstance(key, str) and not _utf8(key):
+                found.append(FieldProblem(path=f"{path}.{_segment(key)}", rule=_NOT_UTF8, value=key))
+            _walk(value, schema["values"], f"{path}.{_segment(key)}", named, found)
+    elif kind == "string" and isinstance(datum, str) and not _utf8(datum):
+        found.append(FieldProblem(path=path, rule=_NOT_UTF8, value=datum))
     elif not avro_valid(datum, schema, raise_errors=False):
         rule = _AVRO_RANGES.get(str(kind), f"is not a valid Avro {kind}")
         found.append(FieldProblem(path=path, rule=rule, value=datum))
+
+
+_NOT_UTF8 = "must be valid Unicode text (a lone surrogate cannot be written as UTF-8)"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk_quiet(datum: Any, schema: Any, path: str, named: dict[str, Any]) -> list[FieldProblem]:

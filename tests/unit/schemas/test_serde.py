@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from schemas.events import Envelope, Event, LlmCallCompleted, LlmCallRequested, Priority, TaskSubmitted
 from schemas.serde import (
+    RecordDecodeError,
     UnknownRecordError,
     WireFormatError,
     decode_event,
@@ -200,22 +201,26 @@ def test_a_body_with_bytes_after_the_record_is_refused() -> None:
 def test_a_truncated_body_is_refused(keep: int) -> None:
     envelope, payload = _llm_request()
     _, body = seal(envelope, payload)
-    with pytest.raises(EOFError):
+    with pytest.raises(RecordDecodeError, match="EOFError") as raised:
         decode_event(body[:keep], schema_json(payload.fullname()))
+    assert isinstance(raised.value.__cause__, EOFError)
 
 
 def test_a_body_written_with_another_schema_is_refused() -> None:
     envelope, payload = _llm_request()
     _, body = seal(envelope, payload)
-    with pytest.raises((EOFError, ValueError)):
+    with pytest.raises(RecordDecodeError, match="TaskSubmitted"):
         decode_event(body, schema_json(TaskSubmitted.fullname()))
 
 
 def test_a_negative_sequence_in_a_body_fails_validation() -> None:
     envelope, payload = _llm_request()
     negative = _fastavro_body(payload.fullname(), _record(envelope, payload, envelope_sequence=-1))
-    with pytest.raises(ValidationError, match="sequence"):
+    with pytest.raises(
+        RecordDecodeError, match=r"Envelope\.sequence: Input should be greater than or equal to 0 \(got -1\)"
+    ) as raised:
         decode_event(negative, schema_json(payload.fullname()))
+    assert isinstance(raised.value.__cause__, ValidationError)
 
 
 @pytest.mark.parametrize(
@@ -235,9 +240,10 @@ def test_decoding_accepts_exactly_what_the_models_accept(changes: dict[str, obje
             digest=hashlib.sha256(body).hexdigest(),
         )
     except ValidationError as refused:
-        with pytest.raises(ValidationError) as raised:
+        with pytest.raises(RecordDecodeError) as raised:
             decode_event(body, schema_json(payload.fullname()))
-        assert raised.value.errors() == refused.errors()
+        assert isinstance(raised.value.__cause__, ValidationError)
+        assert raised.value.__cause__.errors() == refused.errors()
         return
     assert decode_event(body, schema_json(payload.fullname())) == expected
 
