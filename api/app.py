@@ -18,7 +18,7 @@ from api import errors
 from api.deps import Resources, reject_nul
 from api.keys import KeyStore
 from api.rate_limit import RateLimiter
-from api.routes import audit_timeline, keys, ops, org_views, search, stream, tasks
+from api.routes import audit_timeline, console, keys, ops, org_views, search, stream, tasks, whoami
 from api.routes import fork as fork_routes
 from api.routes import integrity as integrity_routes
 from api.routes import reexecute as reexecute_routes
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(integrity_routes.router)
     app.include_router(audit_timeline.router)
     app.include_router(fork_routes.router)
+    app.include_router(whoami.router)
+    console.install(app)  # the web console at /console/ (docs/console.md)
     # Sees what the exception handlers answer; an error that escapes them counts as a 500.
     app.add_middleware(ops.RequestMetrics)
 

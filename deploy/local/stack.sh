@@ -91,6 +91,9 @@ cmd_up() {
     # Not a service, but the platform needs it: the python tool's sandbox runs in bubblewrap
     # (processors/tools/python_sandbox.py), which fails closed without it.
     command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
+    # Nor this: the console's end-to-end tests (tests/e2e) drive Debian's chromium headless, never
+    # a browser Playwright would download.
+    command -v chromium >/dev/null 2>&1 || apt_install chromium
     for s in "${SERVICES[@]}"; do
         available "$s" || continue
         since="$(date +%s)"
