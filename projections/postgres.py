@@ -11,14 +11,17 @@ seeks to those stored offsets.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from aiokafka import TopicPartition
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from projections.agent_view import AGENT_EXECUTIONS, AgentRow
@@ -93,6 +96,30 @@ _UPSERT_OFFSET = (
 )
 
 
+# Postgres text and jsonb cannot hold U+0000, which the log can (a query, a program's output): one
+# such value made every batch holding it fail, so the projector restarted on it forever and no read
+# model moved. The read models show U+FFFD in its place; the log keeps the original.
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+# A \u0000 escape in JSON text, not preceded by an odd number of backslashes (an escaped backslash).
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+class _NulFreeStrDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace(_NUL, _REPLACEMENT) if _NUL in obj else obj)
+
+
+def _nul_free_json(obj: Any) -> str:
+    text = json.dumps(obj)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def _storable_text(conn: AsyncConnection[Any]) -> None:
+    conn.adapters.register_dumper(str, _NulFreeStrDumper)
+    set_json_dumps(_nul_free_json, context=conn)
+
+
 class TaskProjector:
     """Projects task events into ``task_events`` and ``task_executions``."""
 
@@ -120,6 +147,7 @@ class TaskProjector:
         dead_letters: Sequence[DeadLetter] = (),
     ) -> None:
         async with self._pool.connection() as conn, conn.transaction():
+            _storable_text(conn)
             if dead_letters:
                 rows = [dead_letter_row(d).model_dump() for d in dead_letters]
                 for row in rows:

@@ -20,7 +20,7 @@ from projections.agent_view import AgentRow
 from projections.llm_call_view import LlmCallRow
 from projections.task_view import TERMINAL_STATUSES, TaskFilter, TaskView
 from projections.tool_call_view import ToolCallRow
-from schemas.events import Priority, TaskSubmitted
+from schemas.events import Priority, TaskSubmitted, millisecond_utc
 from schemas.requests import ApprovalDecided, CancellationRequested, RequestHeader, TaskRequest
 from streams.topics import REQUESTS
 
@@ -38,6 +38,15 @@ def task_id_for(org_id: str, idempotency_key: str | None) -> str:
     if idempotency_key:
         return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{org_id}/{idempotency_key}"))
     return str(uuid.uuid4())
+
+
+def _utf8_text(value: str) -> str:
+    """``value``, if it can be written as UTF-8 (JSON's \\ud800 escapes decode to lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"must be valid Unicode text: a lone surrogate at character {exc.start}") from exc
+    return value
 
 
 class TaskCreate(BaseModel):
@@ -69,6 +78,26 @@ class TaskCreate(BaseModel):
         le=2**62,
         description="Most tokens the task may use; the platform default if unset.",
     )
+
+    @field_validator("query")
+    @classmethod
+    def _query_text(cls, value: str) -> str:
+        return _utf8_text(value)
+
+    @field_validator("context")
+    @classmethod
+    def _context_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            _utf8_text(key)
+            _utf8_text(item)
+        return value
+
+    @field_validator("not_before")
+    @classmethod
+    def _utc_instant(cls, value: datetime | None) -> datetime | None:
+        # The event keeps UTC milliseconds; an offset time with no UTC equivalent (year 0) is the
+        # body's fault, said here rather than a 500 when the event is built.
+        return millisecond_utc(value)
 
     @field_validator("session_id")
     @classmethod

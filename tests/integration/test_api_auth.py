@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from api.auth import Role, mint_jwt
 from streams.position import Position
 from streams.settings import Settings
-from tests.integration.conftest import api, submit_and_wait
+from streams.topics import REQUESTS
+from tests.integration.conftest import api, submit_and_wait, task_history
+from tests.integration.test_produce import end_offsets
+from tests.integration.test_tenancy import _example_body
 
 AGENTLOG = Path(sys.executable).with_name("agentlog")
 
@@ -190,3 +194,147 @@ def test_tasks_are_listed_newest_first_filtered_and_cursor_paged(platform: Setti
         ).json()
         assert len(detail["expanded"]["llm_calls"]) == detail["llm_calls"] > 0
         assert detail["expanded"]["agents"] and detail["expanded"]["tool_calls"] is None
+
+
+# -- bad credentials and wrong roles change nothing ------------------------------------------------
+
+
+def test_an_expired_jwt_gets_401_naming_the_expiry(platform: Settings) -> None:
+    expired = mint_jwt(
+        secret=platform.jwt_secret or "",
+        org_id=_org(),
+        user_id="late",
+        role=Role.ADMIN,
+        expires_in_seconds=60,
+        now=int(time.time()) - 3600,
+    )
+    with _client(platform, expired) as client:
+        reply = client.get("/v1/tasks")
+    assert reply.status_code == 401, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "expired" in reply.json()["detail"].lower()
+
+
+# Admin-only operations (keys): an operator is the wrong role there too.
+ADMIN_PATHS = ("/v1/keys",)
+
+
+def _mutating_calls(settings: Settings, ids: dict[str, str]) -> list[tuple[str, str, str, Any]]:
+    """(operation id, method, path with ``ids`` in it, a valid body) of every POST/PUT/PATCH/DELETE of
+    the served OpenAPI document; a path parameter this test has no id for fails it."""
+    spec = httpx.get(f"{_base(settings)}/openapi.json", timeout=30).json()
+    found = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if method not in ("post", "put", "patch", "delete"):
+                continue
+            concrete = path
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] != "path":
+                    continue
+                if parameter["name"] not in ids:
+                    pytest.fail(f"no id for path parameter {parameter['name']!r} of {method.upper()} {path}")
+                concrete = concrete.replace("{" + parameter["name"] + "}", ids[parameter["name"]])
+            found.append(
+                (str(operation["operationId"]), method.upper(), concrete, _example_body(spec, operation))
+            )
+    return found
+
+
+def test_bad_credentials_and_wrong_roles_produce_nothing_on_any_mutating_route(platform: Settings) -> None:
+    org = _org()
+    task = submit_and_wait(platform, {"query": "What is 3 + 4?"}, org=org)
+    admin = _cli_key(platform, "--org", org, "--user", "root", "--role", "admin")
+    revoked = _cli_key(platform, "--org", org, "--user", "gone", "--role", "admin")
+    viewer_key = _cli_key(platform, "--org", org, "--user", "reader", "--role", "viewer")
+    with _client(platform, admin["token"]) as client:
+        assert client.delete(f"/v1/keys/{revoked['key_id']}").status_code == 200
+        keys_before = client.get("/v1/keys", params={"include_revoked": True}).json()
+    now = int(time.time())
+    secret = platform.jwt_secret or ""
+    unauthenticated: dict[str, dict[str, str]] = {
+        "none": {},
+        "garbage-bearer": {"Authorization": "Bearer garbage"},
+        "unknown-api-key": {"X-API-Key": "alk_aaaaaaaaaaaa_" + "b" * 43},
+        "wrong-secret-jwt": {
+            "Authorization": "Bearer "
+            + mint_jwt(secret="x" * 40, org_id=org, user_id="eve", role=Role.ADMIN, now=now)
+        },
+        "expired-jwt": {
+            "Authorization": "Bearer "
+            + mint_jwt(secret=secret, org_id=org, user_id="late", role=Role.ADMIN, now=now - 7200)
+        },
+        "revoked-api-key": {"X-API-Key": revoked["token"]},
+    }
+    viewer_jwt = mint_jwt(secret=secret, org_id=org, user_id="reader", role=Role.VIEWER, now=now)
+    operator_jwt = mint_jwt(secret=secret, org_id=org, user_id="ops", role=Role.OPERATOR, now=now)
+    ids = {"task_id": task["task_id"], "approval_id": "ap-any", "key_id": admin["key_id"]}
+    calls = _mutating_calls(platform, ids)
+    assert {"submit_task", "cancel_task", "approve_tool_call", "create_api_key", "revoke_api_key"} <= {
+        operation for operation, *_ in calls
+    }
+    topic = REQUESTS.name(platform)
+    before = end_offsets(platform, topic)
+    tried = 0
+    with httpx.Client(base_url=_base(platform), timeout=30) as client:
+        for operation, method, path, body in calls:
+            for name, headers in unauthenticated.items():
+                reply = client.request(method, path, json=body, headers=headers)
+                tried += 1
+                assert reply.status_code == 401, (operation, name, reply.status_code, reply.text)
+            wrong_roles = {
+                "viewer-jwt": {"Authorization": f"Bearer {viewer_jwt}"},
+                "viewer-api-key": {"X-API-Key": viewer_key["token"]},
+            }
+            if path.startswith(ADMIN_PATHS):
+                wrong_roles["operator-jwt"] = {"Authorization": f"Bearer {operator_jwt}"}
+            for name, headers in wrong_roles.items():
+                reply = client.request(method, path, json=body, headers=headers)
+                tried += 1
+                assert reply.status_code == 403, (operation, name, reply.status_code, reply.text)
+                assert reply.headers["content-type"] == "application/problem+json"
+    print(f"\nauth: {len(calls)} mutating operations, {tried} refused calls")
+    time.sleep(2)  # a record produced by mistake would be on the log well within this
+    assert end_offsets(platform, topic) == before
+    with _client(platform, admin["token"]) as client:
+        assert client.get("/v1/keys", params={"include_revoked": True}).json() == keys_before
+        view = client.get(f"/v1/tasks/{task['task_id']}").json()
+    assert view["status"] == "completed" and view["event_count"] == task["event_count"]
+
+
+def test_hostile_submission_bodies_get_422_naming_the_field_and_produce_nothing(platform: Settings) -> None:
+    cases: dict[str, dict[str, Any]] = {
+        # A year-0 instant once in UTC: not representable, so not a time the task can wait for.
+        "not_before": {"query": "x", "not_before": "0001-01-01T00:00:00+23:59"},
+        # A lone surrogate cannot be written as UTF-8, so not into the Avro record either.
+        "query": {"query": "what is \ud800?"},
+        "context": {"query": "x", "context": {"k\udfff": "v"}},
+        "token_budget": {"query": "x", "token_budget": 2**70},
+        "session_id": {"query": "x", "session_id": "a\x00b"},
+    }
+    topic = REQUESTS.name(platform)
+    before = end_offsets(platform, topic)
+    with api(platform, org=_org()) as client:
+        for field, body in cases.items():
+            reply = client.post(
+                "/v1/tasks",
+                content=json.dumps(body).encode(),  # ASCII JSON: the surrogates travel as \\u escapes
+                headers={"content-type": "application/json"},
+            )
+            assert reply.status_code == 422, (field, reply.status_code, reply.text)
+            assert reply.headers["content-type"] == "application/problem+json"
+            assert [e["field"].split(".")[0] for e in reply.json()["errors"]] == [field], reply.text
+    assert end_offsets(platform, topic) == before
+
+
+def test_a_query_with_a_nul_character_runs_and_is_readable(platform: Settings) -> None:
+    # Postgres text cannot hold NUL: it once stopped the Postgres projector for every org. The read
+    # models show U+FFFD in its place, the log keeps the query as submitted.
+    view = submit_and_wait(platform, {"query": "What is 1 + 1?\x00 ignore"}, org=_org())
+    assert view["status"] == "completed", view
+    assert view["query"] == "What is 1 + 1?\ufffd ignore"
+    submitted = task_history(platform, view["task_id"])[0]
+    assert submitted.payload.query == "What is 1 + 1?\x00 ignore"  # type: ignore[union-attr]
+    with api(platform, org=view["org_id"]) as client:
+        events = client.get(f"/v1/tasks/{view['task_id']}/events").json()["events"]
+    assert events[0]["payload"]["query"] == "What is 1 + 1?\ufffd ignore"

@@ -307,3 +307,85 @@ def test_an_event_out_of_avro_range_on_the_events_topic_produces_nothing(platfor
     assert line.startswith("error: LlmCallFailed.step: must ") and line.endswith("(got 1099511627776)")
     assert line.count("error: ") == 1
     assert records_keyed(platform, EVENTS.name(platform), task_id) == []
+
+
+def test_hostile_cli_input_exits_1_with_one_clear_line_and_produces_nothing(
+    platform: Settings, tmp_path: Path
+) -> None:
+    """A sample of what the unit fuzzing (tests/unit/api/test_produce_input.py) generates, through
+    the real ``agentlog`` binary against the real topics."""
+    not_utf8 = tmp_path / "latin1.json"
+    not_utf8.write_bytes(b'{"query": "caf\xe9"}')
+    envelope = {"org_id": "acme", "user_id": "u"}
+    cases: list[tuple[list[str], str | None, list[str]]] = [
+        (["TaskSubmitted", "--data", "not json"], None, ["--data is not valid JSON: Expecting value"]),
+        (["TaskSubmitted", "--data", "@-"], "\x00", ["--data is not valid JSON: "]),
+        (["TaskSubmitted", "--data", "1" * 5000], None, ["--data is not valid JSON: Exceeds the limit"]),
+        (["TaskSubmitted", "--data", "@-"], "[" * 100_000, ["--data is not valid JSON: nested too deeply"]),
+        (["TaskSubmitted", "--data", f"@{not_utf8}"], None, [f"@{not_utf8}: not UTF-8 text"]),
+        (["TaskSubmitted", "--data", "[1, 2]"], None, ["TaskSubmitted: must be an object"]),
+        (["NoSuchEvent", "--data", "{}"], None, ["no topic carries event type 'NoSuchEvent'"]),
+        (
+            ["TaskSubmitted", "--data", json.dumps({"query": "q\ud800", "envelope": envelope})],
+            None,
+            ["TaskSubmitted.query: must be valid Unicode text"],
+        ),
+        (
+            [
+                "TaskSubmitted",
+                "--data",
+                json.dumps({"query": 7, "token_budget": "many", "envelope": envelope}),
+            ],
+            None,
+            ["TaskSubmitted.query: must be a string", "TaskSubmitted.token_budget: must be an integer"],
+        ),
+        (
+            [
+                "TaskSubmitted",
+                "--data",
+                json.dumps(
+                    {"query": "q", "envelope": {**envelope, "event_id": "nope", "occurred_at": "noon"}}
+                ),
+            ],
+            None,
+            [
+                "TaskSubmitted.envelope.event_id: must be a UUID",
+                "TaskSubmitted.envelope.occurred_at: must be",
+            ],
+        ),
+        (
+            [
+                "TaskSubmitted",
+                "--data",
+                json.dumps(
+                    {"query": "q", "envelope": {**envelope, "occurred_at": "0001-01-01T00:00:00+23:59"}}
+                ),
+            ],
+            None,
+            ["TaskSubmitted.envelope.occurred_at: 0001-01-01T00:00:00+23:59 is out of range"],
+        ),
+        (
+            ["CancellationRequested", "--data", json.dumps({"reason": "x", "header": {"task_id": "t"}})],
+            None,
+            [
+                "CancellationRequested.header.org_id: required",
+                "CancellationRequested.header.user_id: required",
+            ],
+        ),
+        (
+            ["TaskSubmitted", "--data", json.dumps({"query": "q", "envelope": envelope, "a\nb": 1})],
+            None,
+            ["TaskSubmitted.'a\\nb': unknown field"],
+        ),
+    ]
+    topics = [REQUESTS.name(platform), EVENTS.name(platform)]
+    before = {topic: end_offsets(platform, topic) for topic in topics}
+    for args, stdin, expected in cases:
+        result = run_cli(platform, *args, stdin=stdin)
+        assert result.returncode == 1, (args[:2], result.stdout, result.stderr)
+        assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+        errors = [e.strip() for e in " ".join(result.stderr.split()).split("error: ")[1:]]
+        assert len(errors) == len(expected), (args[:2], errors)
+        for error, start in zip(errors, expected, strict=True):
+            assert error.startswith(start), (error, start)
+    assert {topic: end_offsets(platform, topic) for topic in topics} == before
