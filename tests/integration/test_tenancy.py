@@ -1,13 +1,14 @@
 """Tenancy: another org's caller learns nothing of an org's resources and changes nothing of them.
 
-Org A gets a completed task (LLM and tool calls, a session), a task waiting for a tool-call approval
-and an API key. Then every operation of the served OpenAPI document (read at run time, so a new
-endpoint is covered without touching this file) is called with each of org B's credentials (an
-operator JWT, an admin JWT, an admin API key), org A's ids in its path and query parameters and
-headers claiming org A. A route naming an org-A resource answers 404; no answer is a 5xx, and no
-answer carries anything of org A; the requests topic does not move, org A's histories do not grow
-and its approval stays pending. A submission whose body tries to act for org A is refused with 422,
-and an accepted one carries the caller's org, user and role, whatever the headers say.
+Org A gets a completed task (LLM and tool calls, a session), a task waiting for a tool-call approval,
+a failed task whose submission was dead-lettered, and an API key. Then every operation of the
+served OpenAPI document (read at run time, so a new endpoint is covered without touching this file)
+is called with each of org B's credentials (an operator JWT, an admin JWT, an admin API key), org
+A's ids in its path and query parameters and headers claiming org A. A route naming an org-A
+resource answers 404; no answer is a 5xx, and no answer carries anything of org A; the requests
+topic does not move, org A's histories do not grow and its approval stays pending. A submission
+whose body tries to act for org A is refused with 422, and an accepted one carries the caller's
+org, user and role, whatever the headers say.
 """
 
 from __future__ import annotations
@@ -49,16 +50,19 @@ class OrgA:
     approval_id: str
     session_id: str
     key_id: str
+    failed_task: str
 
     def secrets(self) -> list[str]:
         return [
             self.name,
+            self.user,
             self.marker,
             self.completed_task,
             self.waiting_task,
             self.approval_id,
             self.session_id,
             self.key_id,
+            self.failed_task,
         ]
 
 
@@ -77,7 +81,7 @@ def _events(settings: Settings, task_id: str, org: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def org_a(scripted_platform: ScriptedPlatform) -> OrgA:
     settings = scripted_platform.settings
-    name, user = f"org-a-{uuid.uuid4().hex[:8]}", "alice-a"
+    name, user = f"org-a-{uuid.uuid4().hex[:8]}", f"alice-{uuid.uuid4().hex[:8]}"
     marker = f"zebra{uuid.uuid4().hex[:12]}"
     session = f"sess-{uuid.uuid4().hex[:8]}"
 
@@ -106,6 +110,20 @@ def org_a(scripted_platform: ScriptedPlatform) -> OrgA:
 
     approval = wait_for(requested, TASK_TIMEOUT, f"an approval request in {waiting}")
 
+    # A task whose provider fails past the retry limit: its submission is dead-lettered for org A.
+    failing = _script(scripted_platform, Step(content="never", fail=10))
+    with api(settings, org=name, user=user) as client:
+        parked = client.post("/v1/tasks", json={"query": f"{marker} failing [[{failing}]]"})
+    assert parked.status_code == 202, parked.text
+
+    def dead_lettered() -> bool:
+        with api(settings, org=name, user=user) as client:
+            listed = client.get("/v1/dead-letters").json()["dead_letters"]
+        return any(parked.json()["task_id"] in json.dumps(entry) for entry in listed)
+
+    # Org A sees its dead letter: so org B's empty view below is a refusal, not an empty table.
+    wait_for(dead_lettered, TASK_TIMEOUT, "org A's dead letter to be listed for org A")
+
     def ended() -> bool:
         with api(settings, org=name) as client:
             view = client.get(f"/v1/tasks/{completed}").json()
@@ -124,6 +142,7 @@ def org_a(scripted_platform: ScriptedPlatform) -> OrgA:
         approval_id=str(approval["approval_id"]),
         session_id=session,
         key_id=str(key.json()["key_id"]),
+        failed_task=str(parked.json()["task_id"]),
     )
 
 
@@ -284,6 +303,27 @@ def test_another_orgs_credentials_reach_nothing_of_an_org_on_any_route(
         spec = client.get("/openapi.json").json()
     matrix = list(calls(spec, org_a))
     assert {c.operation for c in matrix} >= {"get_task", "cancel_task", "approve_tool_call", "fork_task"}
+    # Org A's own lists and search show its resources: org B's answers below have something to leak.
+    with api(settings, org=org_a.name, user=org_a.user) as client:
+
+        def own_views() -> bool:
+            seen = {
+                route: client.get(route, params=params).text
+                for route, params in (
+                    ("/v1/tasks", {"session_id": org_a.session_id}),
+                    ("/v1/search", {"q": org_a.marker}),
+                    ("/v1/approvals", {}),
+                    ("/v1/dead-letters", {}),
+                )
+            }
+            return (
+                org_a.completed_task in seen["/v1/tasks"]
+                and org_a.completed_task in seen["/v1/search"]
+                and org_a.approval_id in seen["/v1/approvals"]
+                and org_a.failed_task in seen["/v1/dead-letters"]
+            )
+
+        wait_for(own_views, TASK_TIMEOUT, "org A's lists and search to show its resources")
     requests_topic = REQUESTS.name(settings)
     offsets_before = end_offsets(settings, requests_topic)
     histories_before = _history_sizes(settings, org_a)
