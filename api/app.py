@@ -46,10 +46,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The API's own tables (api_keys) come from the same migrations as the read models; the
             # advisory lock in migrate() makes this safe beside a starting projector.
             await migrate(settings.postgres_dsn)
-            pool = AsyncConnectionPool(settings.postgres_dsn, min_size=1, max_size=8, open=False)
+            # check: a pooled connection that died with a PostgreSQL restart is replaced on checkout
+            # instead of failing the request that drew it (tests/faults/test_service_outages.py).
+            pool = AsyncConnectionPool(
+                settings.postgres_dsn,
+                min_size=1,
+                max_size=8,
+                open=False,
+                check=AsyncConnectionPool.check_connection,
+            )
             await pool.open(wait=True)
             stack.push_async_callback(pool.close)
-            redis = Redis.from_url(settings.redis_url)
+            # Bounded: a hung Redis must cost a request a second, not hang it (the rate limiter fails
+            # open, the prompt cache misses; docs/reliability.md).
+            redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
             stack.push_async_callback(redis.aclose)
             # No connection is made here: a search or readiness probe finds out whether ES answers.
             elasticsearch = AsyncElasticsearch(settings.elasticsearch_url, request_timeout=10)
