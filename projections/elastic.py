@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, ConnectionTimeout
+from elasticsearch import ConnectionError as ElasticConnectionError
 from elasticsearch.helpers import async_bulk
 
 from streams.consumer import Decoded
@@ -114,6 +115,8 @@ class AuditIndexProjector:
     """Bulk-indexes task events into the audit index."""
 
     name = "elasticsearch"
+    # Elasticsearch down or hung; the batch is indexed again (documents keyed by event id).
+    transient_errors: tuple[type[BaseException], ...] = (ElasticConnectionError, ConnectionTimeout)
 
     def __init__(self, client: AsyncElasticsearch, prefix: str) -> None:
         self._client = client

@@ -18,11 +18,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from aiokafka import TopicPartition
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg.types.string import StrDumperUnknown
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from projections.agent_view import AGENT_EXECUTIONS, AgentRow
 from projections.approval_view import APPROVALS, ApprovalRow
@@ -126,6 +126,8 @@ class TaskProjector:
     name = "postgres"
     # A DeadLetterProjector: the runner subscribes it to the dead-letter topic too.
     projects_dead_letters: Literal[True] = True
+    # Connection lost or none to be had: PostgreSQL restarting; the batch is written again.
+    transient_errors: tuple[type[BaseException], ...] = (OperationalError, PoolTimeout)
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool

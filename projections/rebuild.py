@@ -510,6 +510,7 @@ class _GenerationWriter:
     mapping on first use (no template matches their names)."""
 
     name = "elasticsearch-rebuild"
+    transient_errors: tuple[type[BaseException], ...] = AuditIndexProjector.transient_errors
 
     def __init__(self, client: AsyncElasticsearch, generation: str) -> None:
         self._client = client

@@ -20,6 +20,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
@@ -30,6 +37,13 @@ from streams.settings import Settings
 from streams.topics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
+
+# A store outage (PostgreSQL restarting, Elasticsearch hung) is waited out in place, the batch
+# written again (every write is idempotent and carries its own offsets), instead of the process
+# dying and the supervisor restarting it with its growing backoff. Bounded below aiokafka's
+# max_poll_interval (300 s): a longer outage ends the process, and the supervisor takes over.
+STORE_RETRY_SECONDS = 240.0
+STORE_RETRY_MAX_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,9 @@ class DeadLetter:
 
 class Projector(Protocol):
     name: str
+    transient_errors: tuple[type[BaseException], ...]
+    """The store's errors worth waiting out (connection lost, timeout); any other error is a bug
+    or bad data and ends the process loudly."""
 
     async def load_positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Next offsets stored with the read model ({}: resume from the group's committed offsets)."""
@@ -176,17 +193,38 @@ class ProjectionLoop:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _log_store_outage(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "projector %s: store unavailable (%s: %s); writing the batch again in %.1f s (attempt %d)",
+            self._projector.name,
+            type(error).__name__,
+            error,
+            state.upcoming_sleep,
+            state.attempt_number,
+        )
+
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         parked = {tp: records for tp, records in batch.items() if tp.topic == self._dead_letter_topic}
         rest = {tp: records for tp, records in batch.items() if tp.topic != self._dead_letter_topic}
         decoded, positions = await decode_batch(rest, self._codec, self._producer, consumer=self._group)
+        dead_letters: list[DeadLetter] = []
         if self._dead_letter_projector is not None:
             dead_letters, parked_positions, skipped = await decode_dead_letters(parked, self._codec)
             self.undecodable_dead_letters += skipped
             positions |= parked_positions
-            await self._dead_letter_projector.write(decoded, positions, dead_letters=dead_letters)
-        else:
-            await self._projector.write(decoded, positions)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(self._projector.transient_errors),
+            wait=wait_exponential_jitter(initial=0.25, max=STORE_RETRY_MAX_WAIT_SECONDS),
+            stop=stop_after_delay(STORE_RETRY_SECONDS),
+            before_sleep=self._log_store_outage,
+            reraise=True,
+        ):
+            with attempt:
+                if self._dead_letter_projector is not None:
+                    await self._dead_letter_projector.write(decoded, positions, dead_letters=dead_letters)
+                else:
+                    await self._projector.write(decoded, positions)
         # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);
         # for the others it keeps the group's lag visible to standard Kafka tooling.
         await self._consumer.commit(positions)
