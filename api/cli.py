@@ -218,6 +218,10 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
 
     _configure_logging()
     settings = get_settings()
+    from streams.metrics import WORKER_COMPONENTS, serve_worker_metrics
+
+    if component in WORKER_COMPONENTS:
+        serve_worker_metrics(settings.metrics_port, component)
     if component == "registry":
         from schemas.registry.app import create_app as registry_app
 

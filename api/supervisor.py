@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from streams.metrics import WORKER_COMPONENTS
 from streams.settings import Settings
 
 console = Console(stderr=True)
@@ -58,13 +59,32 @@ def components(settings: Settings) -> list[Child]:
     # platform uses that one and serves none of its own.
     if settings.registry_url is None:
         names.insert(0, "registry")
-    return [Child(name) for name in names] + [
+    children = [Child(name) for name in names] + [
         Child(
             f"processor#{index}",
             env={"AGENTLOG_FAUST_DATA_DIR": str(Path(settings.faust_data_dir) / f"worker-{index}")},
         )
         for index in range(1, settings.processor_workers + 1)
     ]
+    ports = metrics_ports(settings)
+    for child in children:
+        if child.component in ports:
+            child.env["AGENTLOG_METRICS_PORT"] = str(ports[child.component])
+    return children
+
+
+def metrics_ports(settings: Settings) -> dict[str, int]:
+    """Where each worker child of ``serve`` serves /metrics: ``metrics_port`` + its index in the
+    order projector-postgres, projector-elasticsearch, auditor, processor#1, processor#2, ... (so
+    with the default 9100 the projectors are on 9100 and 9101, the auditor on 9102 and processor#N
+    on 9102+N). One host runs them all, so each needs its own port. With ``metrics_port`` 0 every
+    child picks a free port and logs it. The API, registry and offline LLM serve no worker metrics
+    (the API has /metrics on its own port)."""
+    workers = [name for name in WORKER_COMPONENTS if name != "processor"] + [
+        f"processor#{index}" for index in range(1, settings.processor_workers + 1)
+    ]
+    base = settings.metrics_port
+    return {name: base + index if base else 0 for index, name in enumerate(workers)}
 
 
 def supervise(settings: Settings, log_dir: Path) -> int:
@@ -82,9 +102,11 @@ def supervise(settings: Settings, log_dir: Path) -> int:
     signal.signal(signal.SIGINT, _stop)
     for child in children:
         child.start()
+        metrics = child.env.get("AGENTLOG_METRICS_PORT")
         console.print(
             f"[green]started[/] {child.component} (pid {child.process.pid if child.process else '?'})"
             f" log: {child.log_path}"
+            + (f" metrics: http://127.0.0.1:{metrics}/metrics" if metrics and metrics != "0" else "")
         )
     try:
         while not stopping:

@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict
 
 from projections.postgres import TaskProjector
 from projections.runner import PROJECTORS, projected_topics
+from streams.metrics import CONSUMER_LAG
 from streams.settings import Settings
+from streams.topics import REQUESTS
 
 LAG_EVENTS = Gauge(
     "agentlog_projection_lag_events", "Records on the log a projector has not applied yet.", ["projector"]
@@ -129,6 +131,34 @@ def export(lag: ProjectionLag) -> None:
         LAG_SECONDS.labels(projector=projector.projector).set(math.nan if seconds is None else seconds)
 
 
+class ConsumerLag(BaseModel):
+    """One consumer group's lag on one partition: records between its committed offset (the log
+    start when it has none) and the partition's last stable offset."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group: str
+    topic: str
+    partition: int
+    records_behind: int
+
+
+def consumer_groups(settings: Settings) -> dict[str, list[str]]:
+    """The platform's Kafka consumer groups and the topics each consumes."""
+    groups = {f"{settings.topic_prefix}-processor": [REQUESTS.name(settings)]}
+    for kind in PROJECTORS:
+        groups[f"{settings.topic_prefix}-projector-{kind}"] = projected_topics(kind, settings)
+    return groups
+
+
+def export_consumer_lag(lags: Iterable[ConsumerLag]) -> None:
+    """Set the ``agentlog_consumer_lag_records`` gauges, one series per group and partition."""
+    for lag in lags:
+        CONSUMER_LAG.labels(group=lag.group, topic=lag.topic, partition=str(lag.partition)).set(
+            lag.records_behind
+        )
+
+
 class LagReader:
     """Reads the lag of both projectors of one deployment (``settings.topic_prefix``).
 
@@ -181,6 +211,28 @@ class LagReader:
                     positions = await self._committed(f"{self._settings.topic_prefix}-projector-{kind}")
                 projectors.append(await self._lag(kind, partitions, positions, at))
             return ProjectionLag(measured_at=at, projectors=projectors)
+
+    async def consumer_lag(self) -> list[ConsumerLag]:
+        """Every consumer group of :func:`consumer_groups` on every partition of its topics."""
+        async with self._lock:
+            lags: list[ConsumerLag] = []
+            for group, topics in consumer_groups(self._settings).items():
+                partitions = await self._partitions(topics)
+                if not partitions:
+                    continue
+                committed = await self._committed(group)
+                starts = await self._consumer.beginning_offsets(partitions)
+                ends = await self._consumer.end_offsets(partitions)
+                lags.extend(
+                    ConsumerLag(
+                        group=group,
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        records_behind=ends[tp] - pending_from(committed.get(tp), starts[tp], ends[tp]),
+                    )
+                    for tp in partitions
+                )
+            return lags
 
     async def _lag(
         self,

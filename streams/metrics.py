@@ -12,19 +12,22 @@ catalogue; a task, session, agent or call id is never a label.
 wired against (``docs/operations.md`` shows it as a table). Two metrics are defined where they are
 measured and are listed in :data:`DEFINED_ELSEWHERE` instead: the projection lag gauges
 (``projections/lag.py``) and the API's request metrics (``api/routes/ops.py``). The API serves
-``/metrics`` on its own port; every other component is to call :func:`serve_metrics` at start.
+``/metrics`` on its own port; every worker component serves it with :func:`serve_worker_metrics`.
 Beyond these, ``prometheus_client``'s default collectors give every process ``process_*`` (memory,
 CPU, open files) and ``python_*`` series.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
+
+log = logging.getLogger(__name__)
 
 # Where each component serves /metrics when it is not the API (which serves it on its own port).
 DEFAULT_METRICS_PORT = 9100
@@ -34,6 +37,9 @@ PROCESSOR = "processor"
 PROJECTOR_POSTGRES = "projector-postgres"
 PROJECTOR_ELASTICSEARCH = "projector-elasticsearch"
 API = "api"
+AUDITOR = "auditor"
+# The components that serve /metrics with serve_worker_metrics (the API serves it on its own port).
+WORKER_COMPONENTS = (PROCESSOR, PROJECTOR_POSTGRES, PROJECTOR_ELASTICSEARCH, AUDITOR)
 
 # Label values, so the wiring step and the dashboards agree on them.
 AGENT_KINDS = ("main", "sub")
@@ -260,3 +266,20 @@ def serve_metrics(
     that has no HTTP server of its own (port 0: any free port, read it from ``server.server_port``).
     Returns the server and its thread; ``server.shutdown()`` stops it."""
     return start_http_server(port, addr=host, registry=registry)
+
+
+def serve_worker_metrics(port: int, component: str, *, host: str = "0.0.0.0") -> int | None:
+    """Serve ``/metrics`` for a worker process; the port it listens on, or None when it cannot bind.
+
+    A port already taken (another platform on the host) is logged, not raised: the worker's work
+    matters more than its metrics, and its scrape target shows as down.
+    """
+    try:
+        server, _ = serve_metrics(port, host=host)
+    except OSError as exc:
+        log.error(
+            "%s: cannot serve /metrics on %s:%d (%s); running without metrics", component, host, port, exc
+        )
+        return None
+    log.info("%s: /metrics on http://%s:%d/metrics", component, host, server.server_port)
+    return int(server.server_port)

@@ -18,6 +18,7 @@ from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
 from schemas.requests import TaskRequest
 from streams.headers import event_headers, header_map
+from streams.metrics import DEAD_LETTERED
 from streams.position import Position
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER
@@ -135,6 +136,7 @@ class EventProducer:
         await self._producer.send_and_wait(
             topic, value=framed, key=f"{source_topic}/{partition}/{offset}".encode()
         )
+        DEAD_LETTERED.labels(source_topic=source_topic).inc()
         log.error(
             "dead-lettered %s[%d]@%d from %s: %s: %s",
             source_topic,

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         default=10, ge=0, description="Longest a projector's fetch waits to fill a batch."
     )
     faust_data_dir: str = ".agentlog/data/faust"
+    metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Where a worker (processor, projector, auditor) serves /metrics; `serve` gives its"
+        " children this port plus an offset each (api/supervisor.py); 0: any free port (logged)."
+        " The API serves /metrics on api_port.",
+    )
 
     def org_budget_for(self, org_id: str) -> float | None:
         """The org's daily USD budget: its own, else the default for every org."""

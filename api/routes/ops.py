@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import CallerDep, Resources, ResourcesDep
 from api.errors import PROBLEM_JSON, problem
-from projections.lag import ProjectorLag, export
+from projections.lag import ProjectorLag, export, export_consumer_lag
+from streams.metrics import APPROVALS_PENDING
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +149,37 @@ async def check_dependencies(resources: Resources) -> list[DependencyCheck]:
 
 
 async def refresh_lag_gauges(resources: Resources, every: float = LAG_REFRESH_SECONDS) -> None:
-    """Measure the projection lag every ``every`` seconds and export it as Prometheus gauges, so
-    ``/metrics`` is current without a scrape having to measure. Runs until cancelled."""
+    """Measure the projection lag, the consumer groups' lag and the pending approvals every
+    ``every`` seconds and export them as Prometheus gauges, so ``/metrics`` is current without a
+    scrape having to measure. Runs until cancelled."""
+    orgs_seen: set[str] = set()
     while True:
         try:
             lag = await asyncio.wait_for(resources.lag.read(resources.pool), timeout=_LAG_TIMEOUT_SECONDS)
             export(lag)
+            consumers = await asyncio.wait_for(resources.lag.consumer_lag(), timeout=_LAG_TIMEOUT_SECONDS)
+            export_consumer_lag(consumers)
+            pending = await asyncio.wait_for(_approvals_pending(resources), timeout=_LAG_TIMEOUT_SECONDS)
+            # An org whose last approval was decided drops out of the query; its gauge goes to 0.
+            for org in orgs_seen - pending.keys():
+                APPROVALS_PENDING.labels(org=org).set(0)
+            for org, count in pending.items():
+                APPROVALS_PENDING.labels(org=org).set(count)
+            orgs_seen |= pending.keys()
         except asyncio.CancelledError:
             raise
         except Exception:
             # Kafka or Postgres away: the gauges keep their last values; the next round retries.
             log.warning("could not measure the projection lag", exc_info=True)
         await asyncio.sleep(every)
+
+
+async def _approvals_pending(resources: Resources) -> dict[str, int]:
+    async with resources.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT org_id, count(*) FROM approvals WHERE status = 'pending' GROUP BY org_id"
+        )
+        return {org: int(count) for org, count in await cursor.fetchall()}
 
 
 @router.get(

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streams.metrics import BUDGET_LIMIT, BUDGET_SPENT
+
 ALERT_RATIO = 0.8
 MICRO = 1_000_000
 KEY_TTL_SECONDS = 3 * 86_400  # a day's ledger outlives the day for late settlements
@@ -121,6 +123,9 @@ class BudgetLedger:
             raise BudgetLedgerUnavailable(
                 f"budget ledger unavailable for org {org_id!r} ({exc}); the call is not made"
             ) from exc
+        # The day's spend as Redis holds it after this reservation (every processor's included).
+        BUDGET_SPENT.labels(org=org_id).set(int(after) / MICRO)
+        BUDGET_LIMIT.labels(org=org_id).set(limit_usd)
         return BudgetVerdict(
             org_id=org_id,
             day=day,
@@ -142,6 +147,7 @@ class BudgetLedger:
             raise BudgetLedgerUnavailable(
                 f"budget ledger unavailable settling {reservation_id!r} for org {org_id!r}: {exc}"
             ) from exc
+        BUDGET_SPENT.labels(org=org_id).set(int(used) / MICRO)
         return int(used) / MICRO
 
     async def spent(self, org_id: str, day: date) -> float:

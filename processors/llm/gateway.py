@@ -42,6 +42,13 @@ from processors.llm.streaming import TokenPublisher, fold_chunks
 from processors.task.decider import RecordModelFailure, RecordModelResponse, ToolCall
 from processors.tools.registry import get_tool
 from schemas.events import LlmCallRequested, ModelTier
+from streams.metrics import (
+    BREAKER_STATE_VALUES,
+    CIRCUIT_BREAKER_STATE,
+    LLM_CACHE_REQUESTS,
+    LLM_CALL_DURATION,
+    LLM_CALL_ERRORS,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,6 +160,8 @@ class LlmGateway:
             cooldown_seconds=self.settings.breaker_cooldown_seconds,
         )
         self.breakers: dict[str, Breaker] = {p.name: Breaker() for p in providers.providers}
+        for name in self.breakers:
+            self._export_breaker(name)
         self._clients = {p.name: self._client(p) for p in providers.providers}
         # Short socket timeouts: a Redis outage must cost a call milliseconds, not seconds.
         self._redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
@@ -248,15 +257,19 @@ class LlmGateway:
             return None
         found = await self.cache.lookup(probe)
         if found is None:
+            LLM_CACHE_REQUESTS.labels(result="miss").inc()
             return None
         kind, answer = found
         try:
             parsed = _parse_completion(request.idempotency_key, answer.response_json, 0.0)
         except (ValueError, LookupError, TypeError):
             log.warning("unreadable prompt-cache entry for %s, calling a provider", request.idempotency_key)
-            return None
+            parsed = None
         if not isinstance(parsed, RecordModelResponse):
+            # An entry that cannot answer the call sends it to a provider: a miss.
+            LLM_CACHE_REQUESTS.labels(result="miss").inc()
             return None
+        LLM_CACHE_REQUESTS.labels(result="hit").inc()
         return parsed.model_copy(
             update={
                 "provider": answer.provider,
@@ -334,6 +347,7 @@ class LlmGateway:
     ) -> RecordModelResponse | RecordModelFailure:
         name = route.provider.name
         allowed, self.breakers[name] = allow(self.breakers[name], self._clock(), self._policy)
+        self._export_breaker(name)  # letting a probe through makes it half-open
         if not allowed:
             raise _AttemptFailed(f"circuit breaker {self.breakers[name].status.value}")
         sent = time.perf_counter()
@@ -347,9 +361,12 @@ class LlmGateway:
             except (ValueError, LookupError, TypeError) as exc:
                 raise MalformedResponse(f"{type(exc).__name__}: {exc}; body starts {body[:200]!r}") from exc
         except (openai.OpenAIError, MalformedResponse) as exc:
+            LLM_CALL_DURATION.labels(provider=name).observe(time.perf_counter() - sent)
+            LLM_CALL_ERRORS.labels(provider=name, reason=type(exc).__name__).inc()
             # A 4xx other than 408/409/429 proves the provider is up and answering.
             self._record(name, succeeded=not is_retryable(exc))
             raise
+        LLM_CALL_DURATION.labels(provider=name).observe(time.perf_counter() - sent)
         self._record(name, succeeded=True)
         return parsed
 
@@ -358,6 +375,12 @@ class LlmGateway:
 
     def _record(self, name: str, succeeded: bool) -> None:
         self.breakers[name] = record(self.breakers[name], succeeded, self._clock(), self._policy)
+        self._export_breaker(name)
+
+    def _export_breaker(self, name: str) -> None:
+        CIRCUIT_BREAKER_STATE.labels(provider=name).set(
+            BREAKER_STATE_VALUES[self.breakers[name].status.value]
+        )
 
     async def _post(self, request: LlmCallRequested, messages_json: str, route: Route) -> str:
         """The conversation is already JSON (the decider keeps each message as JSON text), so the

@@ -39,6 +39,7 @@ from processors.task.decider import decide, evolve, pending_effects
 from processors.task.history import checkpoint, stamp
 from processors.task.retry import is_transient, retry_at
 from processors.task.state import TERMINAL, Status, TaskState
+from processors.task.task_metrics import observe_written
 from schemas.events import Event, LlmCallRequested, ToolCallRequested
 from streams.producer import EventProducer
 
@@ -308,6 +309,7 @@ class TaskRunner:
             )
             saved = (self._state_topic, event, body)
         await self._producer.publish(self._topic, batch.events, traceparent=traceparent, checkpoint=saved)
+        observe_written((event for event, _ in batch.events), state.mode.value.lower())
         batch.events = []
         save(state)
 
