@@ -30,6 +30,9 @@ def create_app(settings: Settings, *, app_id: str) -> faust.App:
         topic_allow_declare=True,
         # faust's exactly-once mode has open duplicate bugs; at-least-once + dedupe instead.
         processing_guarantee="at_least_once",
+        # Records are acknowledged by hand when a task's run ends, which faust does not wait for
+        # anyway; the processor stops its runs itself when partitions are revoked.
+        stream_wait_empty=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         producer_acks=-1,

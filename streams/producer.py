@@ -50,6 +50,11 @@ class EventProducer:
         if self._kafka is not None:
             await self._kafka.stop()
 
+    async def flush(self) -> None:
+        """Wait until everything sent so far is acknowledged (or failed)."""
+        if self._kafka is not None:
+            await self._kafka.flush()
+
     @property
     def codec(self) -> EventCodec:
         """The codec this producer encodes with; readers in the same process decode with it too

@@ -3,14 +3,17 @@
 The requests topic carries submissions (``TaskSubmitted``) and requests to running tasks
 (``CancellationRequested``, ``ApprovalDecided``), keyed by task id so a task's records reach one
 worker in order. Per record: decode (Confluent wire format, registry schemas) -> dedupe against the
-task's state (loaded from the compacted task-state topic on start) -> schedule: submissions wait in
-a :class:`Scheduler` (priorities with headroom for HIGH, delayed starts off the slots); a request
-goes to the inbox of the task's running loop, or wakes a task that waits for a human decision.
+task's state (loaded from the compacted task-state topic for each partition as it is assigned) ->
+schedule: submissions wait in a :class:`Scheduler` (priorities with headroom for HIGH, delayed
+starts off the slots); a request goes to the inbox of the task's running loop, or wakes a task
+that waits for a human decision.
 
 A record is acknowledged when the run it started has ended (the task completed, failed, was
 cancelled, or waits durably for an approval), so a worker that dies mid-task gets the record again
-and resumes the task from its checkpoint. A record that cannot be decoded, or whose handling
-raises, is dead-lettered with its position and the partition keeps flowing.
+and resumes the task from its checkpoint. When partitions are revoked (a rebalance, or SIGTERM)
+the runs of their tasks are stopped unacknowledged, so exactly one worker runs a task at a time and
+the new owner resumes it. A record that cannot be decoded, or whose handling raises, is
+dead-lettered with its position and the partition keeps flowing.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from schemas.registry.client import RegistryClient, RegistryUnavailable
 from schemas.requests import ApprovalDecided, CancellationRequested, TaskForkRequested, TaskRequest
 from streams.faust_app import create_app
 from streams.headers import header_map
-from streams.history import read_task_events
+from streams.history import partition_for, read_task_events
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
 from streams.topics import EVENTS, REQUESTS, TASK_STATE
@@ -124,6 +127,25 @@ class _Run:
     started: bool = False
     delayed: bool = False  # queued without a read-ahead place
     fork: TaskForkRequested | None = None  # a new task to start as a copy of another's prefix
+    task: asyncio.Task[None] | None = None  # once started
+    revoked: bool = False  # its partition went away: stop, acknowledge nothing
+
+
+@dataclass
+class _Ownership:
+    """The requests-topic partitions assigned to this worker, those whose task states are loaded,
+    and a generation counted up at each revocation (a wait that spans one is void)."""
+
+    assigned: set[int] = field(default_factory=set)
+    loaded: set[int] = field(default_factory=set)
+    generation: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+def _partition_of(run: _Run, settings: Settings) -> int:
+    if run.records:
+        return int(run.records[0].message.partition)
+    return partition_for(run.task_id, REQUESTS.partition_count(settings))
 
 
 class _Resources:
@@ -168,31 +190,91 @@ def build_app(settings: Settings | None = None) -> faust.App:
     # Requests-topic partitions this worker owns and has loaded the task states of. A task's
     # requests and its checkpoints share a partition number (same key, same count). Another
     # worker may have run a partition's tasks while this one did not own it, so the states of
-    # each newly assigned partition are read again before any of its records is handled:
-    # otherwise a resubmission of a task finished elsewhere would run it again, and a request for
-    # a task waiting elsewhere would find no task.
-    loaded: set[int] = set()
-    assignment = asyncio.Condition()
+    # each assigned partition are read again before any of its records is handled: otherwise a
+    # resubmission of a task finished elsewhere would run it again, and a request for a task
+    # waiting elsewhere would find no task.
+    owned = _Ownership()
     requests_name = REQUESTS.name(settings)
 
     async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned: set[TP] = args[0]  # faust sends (app, assigned)
         mine = {tp.partition for tp in assigned if tp.topic == requests_name}
-        async with assignment:
-            new = mine - loaded
-            loaded.intersection_update(mine)
+        async with owned.changed:
+            new = mine - owned.loaded
+            owned.assigned = set(mine)
+            owned.loaded.intersection_update(mine)
+            owned.changed.notify_all()
         await resources.ensure_started()
         if new:
             await states.load(settings.kafka_bootstrap, TASK_STATE.name(settings), new, resources.codec)
-        async with assignment:
-            loaded.update(mine)
-            assignment.notify_all()
+        async with owned.changed:
+            owned.loaded.update(mine)
+            owned.changed.notify_all()
+
+    async def abandon(lost: set[int]) -> None:
+        """Stop every run of the ``lost`` partitions, acknowledging nothing, before they move.
+
+        faust does not hold a rebalance until records acknowledged by hand are (a 70 s LLM call
+        ran on while its partition moved, tests/faults/test_rebalance.py), and a run lasts as
+        long as its task: left running, it would write the task's next events while the
+        partition's new owner resumes the same task from its checkpoint (two writers, duplicate
+        sequences). The
+        records are delivered again to the owner, which resumes each task from its checkpoint
+        (reconciled with the log); the effect that was in flight is performed once more under
+        its idempotency key.
+        """
+        async with owned.changed:
+            owned.generation += 1
+            owned.assigned -= lost
+            owned.loaded -= lost
+            owned.changed.notify_all()
+        stopping = [run for run in list(runs.values()) if _partition_of(run, settings) in lost]
+        for run in stopping:
+            run.revoked = True
+            runs.pop(run.task_id, None)
+        started = [run.task for run in stopping if run.task is not None and not run.task.done()]
+        for task in started:
+            task.cancel()
+        await asyncio.gather(*started, return_exceptions=True)
+        # What the stopped runs sent must be on the log before the new owner reads it.
+        await resources.producer.flush()
+        if stopping:
+            log.info("partitions %s revoked: stopped %d runs", sorted(lost), len(stopping))
+
+    async def on_revoked(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked: set[TP] = args[0]  # faust sends (app, revoked)
+        await abandon({tp.partition for tp in revoked if tp.topic == requests_name})
+
+    async def on_shutdown(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        # On SIGTERM faust sends no revocation; stop the runs before the group is left.
+        await abandon(set(range(REQUESTS.partition_count(settings))))
 
     app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_before_shutdown.connect(on_shutdown)
 
-    async def states_loaded(partition: int) -> None:
-        async with assignment:
-            await assignment.wait_for(lambda: partition in loaded)
+    async def states_loaded(partition: int) -> int | None:
+        """Wait until the partition's states are loaded; the ownership generation they belong to,
+        or None: the partition was revoked meanwhile."""
+        async with owned.changed:
+            generation = owned.generation
+            await owned.changed.wait_for(
+                lambda: (
+                    partition in owned.loaded
+                    or partition not in owned.assigned
+                    or owned.generation != generation
+                )
+            )
+            return generation if partition in owned.loaded and owned.generation == generation else None
+
+    async def take_place(generation: int) -> bool:
+        """Wait for a read-ahead place; False (and no place taken) if a revocation came meanwhile:
+        the record is then delivered again to its partition's owner."""
+        await queued.acquire()
+        if owned.generation != generation:
+            queued.release()
+            return False
+        return True
 
     async def dead_letter(record: faust.EventT[bytes], exc: BaseException) -> None:
         message = record.message
@@ -218,11 +300,13 @@ def build_app(settings: Settings | None = None) -> faust.App:
 
     async def receive(record: faust.EventT[bytes]) -> None:
         """Decode one record and route it; acks what needs no run."""
-        await states_loaded(record.message.partition)
+        generation = await states_loaded(record.message.partition)
+        if generation is None:
+            return  # delivered again to the partition's owner; acknowledged by nobody here
         headers = header_map(_header_list(record.message.headers))
         item = await resources.codec.decode_record(record.value)
         if isinstance(item, TaskRequest):
-            await receive_request(record, item)
+            await receive_request(record, item, generation)
             return
         if not isinstance(item.payload, TaskSubmitted):
             raise NotASubmissionError(f"{item.event_type} is not a task submission")
@@ -240,11 +324,12 @@ def build_app(settings: Settings | None = None) -> faust.App:
         run.records.append(record)
         not_before = item.payload.not_before
         run.delayed = not_before is not None and not_before > utc_now()
-        if not run.delayed:
-            await queued.acquire()  # backpressure; a delayed task holds no read-ahead place
+        # Backpressure; a delayed task holds no read-ahead place.
+        if not run.delayed and not await take_place(generation):
+            return
         schedule(run, not_before)
 
-    async def receive_fork(record: faust.EventT[bytes], request: TaskForkRequested) -> None:
+    async def receive_fork(record: faust.EventT[bytes], request: TaskForkRequested, generation: int) -> None:
         """A fork is a new task: started like a submission, from the source's copied prefix."""
         task_id = request.task_id
         if task_id in runs or states.get(task_id) is not None:
@@ -253,8 +338,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
             return
         run = _Run(task_id, Priority.NORMAL, fork=request)
         run.records.append(record)
-        await queued.acquire()
-        schedule(run, None)
+        if await take_place(generation):
+            schedule(run, None)
 
     async def start_fork(request: TaskForkRequested) -> tuple[TaskState, ForkTask]:
         """Copy the source's prefix onto the log as the fork's first events; the state after it."""
@@ -275,9 +360,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
         )
         return fold(event for event, _ in copied), command
 
-    async def receive_request(record: faust.EventT[bytes], request: TaskRequest) -> None:
+    async def receive_request(record: faust.EventT[bytes], request: TaskRequest, generation: int) -> None:
         if isinstance(request, TaskForkRequested):
-            await receive_fork(record, request)
+            await receive_fork(record, request, generation)
             return
         command = command_of(request)
         run = runs.get(request.task_id)
@@ -304,13 +389,17 @@ def build_app(settings: Settings | None = None) -> faust.App:
             return
         woken = _Run(request.task_id, state.priority, commands=[command])
         woken.records.append(record)
-        await queued.acquire()
-        schedule(woken, None)
+        if await take_place(generation):
+            schedule(woken, None)
 
     async def execute(run: _Run, priority: Priority) -> None:
         run.started = True
         if not run.delayed:
             queued.release()
+        if run.revoked:
+            scheduler.done(priority)
+            wake.set()
+            return
         try:
             state = states.get(run.task_id) or TaskState()
             saved_at = states.restored.pop(run.task_id, None)
@@ -343,15 +432,18 @@ def build_app(settings: Settings | None = None) -> faust.App:
             log.exception("task %s failed in the processor", run.task_id)
             await dead_letter(run.records[0], exc)
         finally:
-            runs.pop(run.task_id, None)
+            if runs.get(run.task_id) is run:
+                del runs[run.task_id]
             scheduler.done(priority)
             wake.set()
+        if run.revoked:
+            return  # its records go to the partition's new owner, unacknowledged
         # Commands that arrived after the loop's last look wake the task again.
         leftover = [run.inbox.get_nowait() for _ in range(run.inbox.qsize())]
         after = states.get(run.task_id)
         if leftover and after is not None and after.status not in TERMINAL:
-            await queued.acquire()
-            schedule(_Run(run.task_id, priority, commands=leftover, records=run.records), None)
+            if await take_place(owned.generation):
+                schedule(_Run(run.task_id, priority, commands=leftover, records=run.records), None)
             return
         for record in run.records:
             await ack(record)
@@ -366,6 +458,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
             while (taken := scheduler.take()) is not None:
                 run, priority = taken
                 task = asyncio.create_task(execute(run, priority))
+                run.task = task
                 background.add(task)
                 task.add_done_callback(background.discard)
             wakeup = scheduler.next_wakeup()
