@@ -27,6 +27,7 @@ from projections.migrate import migrate
 from projections.postgres import TaskQueries
 from schemas.codec import EventCodec
 from schemas.registry.client import RegistryClient
+from streams import tracing
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
 
@@ -116,6 +117,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "offline_llm": settings.offline}
 
+    if tracing.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # A server span per request, continuing the caller's traceparent (else a new trace); the
+        # submit route hands that span's traceparent on to TaskSubmitted.
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics,console")
     return app
 
 

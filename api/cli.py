@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -46,11 +45,13 @@ def _state_dir() -> Path:
     return Path(os.environ.get("AGENTLOG_HOME", ".agentlog"))
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The HTTP clients log every request at INFO: a line per LLM call is noise and measurable CPU.
-    for noisy in ("httpx", "httpx2", "openai", "elastic_transport"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _configure_logging(component: str, settings: Settings) -> None:
+    """JSON log lines (by default) naming task, org and trace; spans exported if configured."""
+    from streams import tracing
+    from streams.logs import configure_logging
+
+    configure_logging(component, format=settings.log_format, level=settings.log_level)
+    tracing.configure(settings, component)
 
 
 async def _prepare(settings: Settings) -> None:
@@ -216,8 +217,8 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
     """Run one component in the foreground (``serve`` starts each of them this way)."""
     import uvicorn
 
-    _configure_logging()
     settings = get_settings()
+    _configure_logging(component, settings)
     from streams.metrics import WORKER_COMPONENTS, serve_worker_metrics
 
     if component in WORKER_COMPONENTS:
@@ -226,16 +227,32 @@ def run(component: Annotated[str, typer.Argument(help=f"One of: {', '.join(COMPO
         from schemas.registry.app import create_app as registry_app
 
         uvicorn.run(
-            registry_app(settings), host=settings.registry_host, port=settings.registry_port, log_level="info"
+            registry_app(settings),
+            host=settings.registry_host,
+            port=settings.registry_port,
+            log_level="info",
+            log_config=None,  # uvicorn's loggers write through the root handler (JSON lines)
         )
     elif component == "api":
         from api.app import create_app as api_app
 
-        uvicorn.run(api_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+        uvicorn.run(
+            api_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="info",
+            log_config=None,  # uvicorn's loggers write through the root handler (JSON lines)
+        )
     elif component == "offline-llm":
         from processors.llm.offline import create_app as offline_app
 
-        uvicorn.run(offline_app(), host="127.0.0.1", port=settings.offline_llm_port, log_level="warning")
+        uvicorn.run(
+            offline_app(),
+            host="127.0.0.1",
+            port=settings.offline_llm_port,
+            log_level="warning",
+            log_config=None,
+        )
     elif component == "processor":
         from processors.task.worker import main as processor_main
 
@@ -494,6 +511,10 @@ app.command("compare")(compare_tasks)
 
 
 def main() -> None:
+    from streams.logs import configure_logging
+
+    # Interactive commands: readable lines, warnings and worse (`run` reconfigures for components).
+    configure_logging("cli", format="text", level="WARNING")
     app()
 
 

@@ -32,9 +32,12 @@ from schemas.codec import EventCodec
 from schemas.events import Event, RecordDeadLettered
 from schemas.registry.client import RegistryUnavailable
 from schemas.requests import TaskRequest
+from streams import tracing
+from streams.logs import task_context
 from streams.producer import EventProducer
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER
+from streams.tracing import traceparent_from
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class Decoded:
     topic: str
     partition: int
     offset: int
+    # The record's headers as read (no copy): the traceparent is looked up only when tracing or
+    # debug logging asks for it.
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,53 @@ class ProjectionLoop:
             dead_letters, parked_positions, skipped = await decode_dead_letters(parked, self._codec)
             self.undecodable_dead_letters += skipped
             positions |= parked_positions
+        spans = self._trace_spans(decoded) if tracing.enabled() else ()
+        try:
+            await self._write(decoded, positions, dead_letters)
+        finally:
+            for span in spans:
+                span.end()
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_projected(decoded)
+        # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);
+        # for the others it keeps the group's lag visible to standard Kafka tooling.
+        await self._consumer.commit(positions)
+
+    def _trace_spans(self, decoded: Sequence[Decoded]) -> list[tracing.Span]:
+        """A span per trace in the batch, continuing it, around the batch's write: the trace of a
+        task shows where its events were projected. One per trace, not per event: a decision's
+        events share their traceparent."""
+        spans: dict[str, tracing.Span] = {}
+        for item in decoded:
+            traceparent = traceparent_from(item.headers)
+            if traceparent is None or traceparent in spans:
+                continue
+            span = tracing.start_span(
+                f"projector-{self._projector.name} write",
+                traceparent,
+                kind=tracing.SpanKind.CONSUMER,
+                attributes={
+                    "agentlog.task_id": item.event.task_id,
+                    "agentlog.org_id": item.event.envelope.org_id,
+                    "agentlog.batch_events": len(decoded),
+                },
+            )
+            if span is not None:
+                spans[traceparent] = span
+        return list(spans.values())
+
+    def _log_projected(self, decoded: Sequence[Decoded]) -> None:
+        for item in decoded:
+            event = item.event
+            with task_context(event.task_id, event.envelope.org_id, traceparent_from(item.headers)):
+                log.debug("projected %s #%d of task %s", event.event_type, event.sequence, event.task_id)
+
+    async def _write(
+        self,
+        decoded: list[Decoded],
+        positions: dict[TopicPartition, int],
+        dead_letters: list[DeadLetter],
+    ) -> None:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(self._projector.transient_errors),
             wait=wait_exponential_jitter(initial=0.25, max=STORE_RETRY_MAX_WAIT_SECONDS),
@@ -225,9 +278,6 @@ class ProjectionLoop:
                     await self._dead_letter_projector.write(decoded, positions, dead_letters=dead_letters)
                 else:
                     await self._projector.write(decoded, positions)
-        # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);
-        # for the others it keeps the group's lag visible to standard Kafka tooling.
-        await self._consumer.commit(positions)
 
 
 async def decode_batch(
@@ -266,7 +316,9 @@ async def decode_batch(
                 # A request to a running task is not part of its history: what it led to is
                 # (TaskCancelled, ApprovalGranted ...), and that is what the read models show.
                 if isinstance(event, Event):
-                    decoded.append(Decoded(event, record.topic, record.partition, record.offset))
+                    decoded.append(
+                        Decoded(event, record.topic, record.partition, record.offset, record.headers or ())
+                    )
         if records:
             positions[tp] = records[-1].offset + 1
     return decoded, positions

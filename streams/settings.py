@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -141,6 +142,25 @@ class Settings(BaseSettings):
         " children this port plus an offset each (api/supervisor.py); 0: any free port (logged)."
         " The API serves /metrics on api_port.",
     )
+
+    # Tracing and logs (streams/tracing.py, streams/logs.py, docs/operations.md).
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTLOG_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); unset: no OTLP export.",
+    )
+    trace_file: Path | None = Field(
+        default=None, description="Append every finished span to this file as a JSON line; unset: none."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines of `agentlog run` components: JSON objects, or text."
+    )
+    log_level: str = Field(default="INFO", description="Level of the components' root logger.")
+
+    @property
+    def tracing(self) -> bool:
+        """True when spans are exported somewhere (otherwise the no-op tracer runs)."""
+        return bool(self.otlp_endpoint or self.trace_file)
 
     def org_budget_for(self, org_id: str) -> float | None:
         """The org's daily USD budget: its own, else the default for every org."""

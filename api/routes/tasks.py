@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Caller
@@ -22,6 +22,8 @@ from projections.task_view import TERMINAL_STATUSES, TaskFilter, TaskView
 from projections.tool_call_view import ToolCallRow
 from schemas.events import Priority, TaskSubmitted, millisecond_utc
 from schemas.requests import ApprovalDecided, CancellationRequested, RequestHeader, TaskRequest
+from streams import tracing
+from streams.logs import task_context
 from streams.topics import REQUESTS
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -196,6 +198,7 @@ class TaskEventsPage(BaseModel):
 )
 async def submit_task(
     body: TaskCreate,
+    request: Request,
     resources: ResourcesDep,
     caller: OperatorDep,
     idempotency_key: Annotated[
@@ -227,7 +230,23 @@ async def submit_task(
         producer=PRODUCER,
         producer_version=PRODUCER_VERSION,
     )
-    [position] = await resources.producer.publish(REQUESTS.name(resources.settings), [stamped])
+    # Tracing on: the request's server span already continues the caller's traceparent, and the
+    # submission's span is its child. Off: a valid incoming traceparent is handed on as it is
+    # (none, or an invalid one: the producer starts a new trace).
+    incoming = request.headers.get("traceparent")
+    parent = None if tracing.enabled() or tracing.context_of(incoming) is None else incoming
+    with (
+        tracing.span(
+            "task submit",
+            parent,
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"agentlog.task_id": task_id, "agentlog.org_id": caller.org_id},
+        ) as traceparent,
+        task_context(task_id, caller.org_id, traceparent),
+    ):
+        [position] = await resources.producer.publish(
+            REQUESTS.name(resources.settings), [stamped], traceparent=traceparent
+        )
     return TaskAcceptedResponse(
         task_id=task_id,
         status="submitted",

@@ -41,6 +41,7 @@ from processors.task.retry import is_transient, retry_at
 from processors.task.state import TERMINAL, Status, TaskState
 from processors.task.task_metrics import observe_written
 from schemas.events import Event, LlmCallRequested, ToolCallRequested
+from streams import tracing
 from streams.producer import EventProducer
 
 log = logging.getLogger(__name__)
@@ -254,9 +255,18 @@ class TaskRunner:
                 await asyncio.sleep(delay)
         if isinstance(effect, CallModel):
             stream_to = state.task_id if self._stream_tokens else None
-            answer = await self._gateway.complete(
-                effect.request, effect.messages_json, stream_task_id=stream_to
-            )
+            with tracing.span(
+                "llm call",
+                kind=tracing.SpanKind.CLIENT,
+                attributes={
+                    "agentlog.task_id": state.task_id,
+                    "agentlog.idempotency_key": effect.request.idempotency_key,
+                    "gen_ai.request.model": self._gateway.model,
+                },
+            ):
+                answer = await self._gateway.complete(
+                    effect.request, effect.messages_json, stream_task_id=stream_to
+                )
             # The answer is to this attempt of the request; the gateway's own retries are inside it.
             result = answer.model_copy(update={"attempt": effect.request.attempt})
             if self._ledger is not None and state.org_budget_usd is not None:
@@ -308,7 +318,14 @@ class TaskRunner:
                 state, now=self._clock(), producer=PRODUCER, producer_version=PRODUCER_VERSION
             )
             saved = (self._state_topic, event, body)
-        await self._producer.publish(self._topic, batch.events, traceparent=traceparent, checkpoint=saved)
+        # A span per decision: its events carry its traceparent, so their projections join it.
+        with tracing.span(
+            "task decision",
+            traceparent,
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"agentlog.task_id": state.task_id, "agentlog.events": len(batch.events)},
+        ) as decision:
+            await self._producer.publish(self._topic, batch.events, traceparent=decision, checkpoint=saved)
         observe_written((event for event, _ in batch.events), state.mode.value.lower())
         batch.events = []
         save(state)

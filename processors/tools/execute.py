@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from processors.tools.contract import ToolContext, ToolError, ToolOutput, ToolTimeout
 from processors.tools.injection import quarantine_notice, scan
 from processors.tools.registry import BUILTIN, ToolRegistry, default_registry, parse_arguments
+from streams import tracing
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ async def execute(
         deadline = asyncio.timeout(context.limits.call_seconds)
         try:
             async with deadline:
-                result: ToolOutput = await tool.invoke(arguments, context)
+                with tracing.span(
+                    f"tool {tool_name}",
+                    attributes={"agentlog.task_id": context.task_id, "agentlog.tool": tool_name},
+                ):
+                    result: ToolOutput = await tool.invoke(arguments, context)
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
