@@ -46,12 +46,15 @@ from schemas.codec import EventCodec
 from schemas.events import Event, Priority, TaskSubmitted
 from schemas.registry.client import RegistryClient, RegistryUnavailable
 from schemas.requests import ApprovalDecided, CancellationRequested, TaskForkRequested, TaskRequest
+from streams import tracing
 from streams.faust_app import create_app
 from streams.headers import header_map
 from streams.history import partition_for, read_task_events
+from streams.logs import bind_task, task_context
 from streams.producer import EventProducer
 from streams.settings import Settings, get_settings
 from streams.topics import EVENTS, REQUESTS, TASK_STATE
+from streams.tracing import traceparent_from
 
 log = logging.getLogger(__name__)
 
@@ -417,9 +420,17 @@ def build_app(settings: Settings | None = None) -> faust.App:
                 run.commands.insert(0, fork_command)
             while not run.inbox.empty():
                 run.commands.append(run.inbox.get_nowait())
-            state = await resources.runner.run(
-                state, states.put, traceparent=run.traceparent, inbox=run.inbox, commands=run.commands
+            # A woken task (approval, cancellation) continues the trace of the request that woke it.
+            parent = run.traceparent or (
+                traceparent_from(_header_list(run.records[0].message.headers)) if run.records else None
             )
+            with tracing.span(
+                "task run", parent, attributes={"agentlog.task_id": run.task_id}
+            ) as traceparent:
+                bind_task(run.task_id, state.org_id or None, traceparent)
+                state = await resources.runner.run(
+                    state, states.put, traceparent=traceparent, inbox=run.inbox, commands=run.commands
+                )
             log.debug("task %s ran to %s after %d events", run.task_id, state.status, state.sequence + 1)
             if state.status is Status.FAILED and state.failure_reason == RETRY_EXHAUSTED and run.submission:
                 # The retry limit is reached: the submission is parked with the reason, for an operator.
@@ -479,13 +490,25 @@ def build_app(settings: Settings | None = None) -> faust.App:
         dispatcher = asyncio.create_task(dispatch())
         background.add(dispatcher)
         async for record in manual.events():
-            try:
-                await receive(record)
-            except Exception as exc:
-                if is_outage(exc):
-                    stop_for_outage(exc)
-                await dead_letter(record, exc)
-                await ack(record)
+            message = record.message
+            with (
+                tracing.span(
+                    "processor receive",
+                    traceparent_from(_header_list(message.headers)),
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes={"messaging.destination.name": message.topic},
+                ) as traceparent,
+                task_context(
+                    message.key.decode(errors="replace") if message.key else None, None, traceparent
+                ),
+            ):
+                try:
+                    await receive(record)
+                except Exception as exc:
+                    if is_outage(exc):
+                        stop_for_outage(exc)
+                    await dead_letter(record, exc)
+                    await ack(record)
 
     return app
 
@@ -501,5 +524,6 @@ def main() -> None:
     mode.loop.use("uvloop")
     settings = get_settings()
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    # The entry point configured logging (JSON lines, streams/logs.py): faust must not replace it.
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False)
     worker.execute_from_commandline()
