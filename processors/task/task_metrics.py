@@ -46,9 +46,9 @@ _started: OrderedDict[tuple[str, str], datetime] = OrderedDict()
 
 def observe_written(events: Iterable[Event], mode: str) -> None:
     """Update the task metrics for ``events``, just acknowledged by Kafka; ``mode`` is the task's
-    execution mode after them (lower case, as
-    :data:`streams.metrics.EXECUTION_MODES`). An agent's response latency is observed only when this process also
-    wrote its start (a task resumed after a restart on another worker is not timed)."""
+    execution mode after them (lower case, as :data:`streams.metrics.EXECUTION_MODES`). An agent's
+    response latency is observed only when this process also wrote its start (a task resumed after
+    a restart on another worker is not timed)."""
     for event in events:
         envelope, payload = event.envelope, event.payload
         at = envelope.occurred_at
