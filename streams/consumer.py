@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from tenacity import (
     AsyncRetrying,
@@ -228,8 +229,28 @@ class ProjectionLoop:
         if log.isEnabledFor(logging.DEBUG):
             self._log_projected(decoded)
         # Authoritative for projectors that cannot store offsets with their rows (Elasticsearch);
-        # for the others it keeps the group's lag visible to standard Kafka tooling.
-        await self._consumer.commit(positions)
+        # for the others it keeps the group's lag visible to standard Kafka tooling. A rebalance
+        # may have taken partitions away while the batch was written: their offsets are not ours
+        # to commit any more (aiokafka raises), and the new owner resumes from the stored or last
+        # committed offset, writing again what this batch wrote (idempotently).
+        owned = self._consumer.assignment()
+        mine = {tp: offset for tp, offset in positions.items() if tp in owned}
+        if len(mine) < len(positions):
+            log.info(
+                "projector %s: not committing %d partitions revoked during the batch",
+                self._projector.name,
+                len(positions) - len(mine),
+            )
+        if not mine:
+            return
+        try:
+            await self._consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(
+                "projector %s: commit refused by a rebalance (%s); the batch is delivered again",
+                self._projector.name,
+                exc,
+            )
 
     def _trace_spans(self, decoded: Sequence[Decoded]) -> list[tracing.Span]:
         """A span per trace in the batch, continuing it, around the batch's write: the trace of a

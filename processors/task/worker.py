@@ -47,6 +47,7 @@ from schemas.events import Event, Priority, TaskSubmitted
 from schemas.registry.client import RegistryClient, RegistryUnavailable
 from schemas.requests import ApprovalDecided, CancellationRequested, TaskForkRequested, TaskRequest
 from streams import tracing
+from streams.acks import InOrderAcks
 from streams.faust_app import create_app
 from streams.headers import header_map
 from streams.history import partition_for, read_task_events
@@ -198,6 +199,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
     # waiting elsewhere would find no task.
     owned = _Ownership()
     requests_name = REQUESTS.name(settings)
+    # faust may commit past a record never acknowledged when acks come out of order (streams/acks.py).
+    in_order: InOrderAcks[faust.EventT[bytes]] = InOrderAcks()
 
     async def on_assigned(_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned: set[TP] = args[0]  # faust sends (app, assigned)
@@ -231,6 +234,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
             owned.assigned -= lost
             owned.loaded -= lost
             owned.changed.notify_all()
+        in_order.forget(lost)
         stopping = [run for run in list(runs.values()) if _partition_of(run, settings) in lost]
         for run in stopping:
             run.revoked = True
@@ -294,7 +298,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
         )
 
     async def ack(record: faust.EventT[bytes]) -> None:
-        await stream_ref["stream"].ack(record)
+        for done in in_order.done(record):
+            await stream_ref["stream"].ack(done)
 
     def schedule(run: _Run, not_before: datetime | None) -> None:
         runs[run.task_id] = run
@@ -491,6 +496,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
         background.add(dispatcher)
         async for record in manual.events():
             message = record.message
+            in_order.delivered(record)
             with (
                 tracing.span(
                     "processor receive",
