@@ -13,10 +13,10 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import EventCodec
-from schemas.events import Event
+from schemas.events import Event, TaskSubmitted
 from schemas.registry.client import RegistryUnavailable
 from streams.settings import Settings
-from streams.topics import TASK_TOPICS
+from streams.topics import REQUESTS, TASK_TOPICS
 
 Progress = Callable[[int, int], None]  # (records read, records to read)
 
@@ -48,6 +48,7 @@ async def read_all_histories(
     (its history would be incomplete).
     """
     names = [spec.name(settings) for spec in TASK_TOPICS]
+    requests_topic = REQUESTS.name(settings)
     consumer = AIOKafkaConsumer(*names, bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: dict[str, dict[int, Event]] = {}
@@ -90,6 +91,10 @@ async def read_all_histories(
                         result.undecodable += 1
                         continue
                     if not isinstance(event, Event):
+                        continue
+                    if tp.topic == requests_topic and not isinstance(event.payload, TaskSubmitted):
+                        # Only submissions begin histories there; the processor parked this one.
+                        result.undecodable += 1
                         continue
                     found.setdefault(event.task_id, {}).setdefault(event.sequence, event)
                 done += len(records)

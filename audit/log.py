@@ -17,13 +17,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from schemas.codec import EventCodec
-from schemas.events import AuditSealed, CheckpointSaved, Event
+from schemas.events import AuditSealed, CheckpointSaved, Event, TaskSubmitted
 from schemas.registry.client import RegistryRejected
 from schemas.serde import decode_event, is_request, unframe, writer_fullname
 from streams.headers import header_map
 from streams.history import partition_for
 from streams.settings import Settings
-from streams.topics import AUDIT, TASK_STATE, TASK_TOPICS, TopicSpec
+from streams.topics import AUDIT, REQUESTS, TASK_STATE, TASK_TOPICS, TopicSpec
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (records read, records to read) as a read goes."""
@@ -57,7 +57,8 @@ class LogRecord:
 class ReadStats:
     records: int = 0
     undecodable: list[str] = field(default_factory=list)
-    """Positions of task-topic records that did not decode (with why)."""
+    """Positions of task-topic records that did not decode, or are no part of any history (with
+    why)."""
 
 
 async def _writer_schema(codec: EventCodec, schema_id: int) -> str:
@@ -160,6 +161,7 @@ async def read_events(
     stats = stats if stats is not None else ReadStats()
     key = task_id.encode() if task_id is not None else None
     suffixes = {spec.name(settings): spec.suffix for spec in TASK_TOPICS}
+    requests_topic = REQUESTS.name(settings)
     async for tp, record in _raw(
         settings, TASK_TOPICS, task_id=task_id, since=since, until=until, stats=stats, on_progress=on_progress
     ):
@@ -179,6 +181,11 @@ async def read_events(
             continue
         except ValueError as exc:
             stats.undecodable.append(f"{position}: {type(exc).__name__}: {exc}")
+            continue
+        if tp.topic == requests_topic and not isinstance(event.payload, TaskSubmitted):
+            # Only submissions begin histories on the requests topic; anything else written there
+            # was refused by the processor and parked in the dead-letter topic with the reason.
+            stats.undecodable.append(f"{position}: {event.event_type} on the requests topic (dead-lettered)")
             continue
         if org is not None and event.envelope.org_id != org:
             continue
