@@ -105,10 +105,12 @@ TOOL_CALLS = Counter(
     "Tool calls that ended, by tool and outcome (completed|failed|denied by policy|rejected by a human).",
     ["tool", "outcome"],
 )
+# No org label: the API serves this on its public port, where any caller may scrape it, and org
+# names are another tenant's business (tests/integration/test_tenancy.py). Per-org counts are
+# GET /v1/approvals, scoped to the caller's org.
 APPROVALS_PENDING = Gauge(
     "agentlog_approvals_pending",
-    "Tool calls of the org waiting for a human approval (the approvals read model).",
-    ["org"],
+    "Tool calls waiting for a human approval, in all orgs (the approvals read model).",
 )
 BUDGET_SPENT = Gauge(
     "agentlog_budget_spent_usd",

@@ -152,7 +152,6 @@ async def refresh_lag_gauges(resources: Resources, every: float = LAG_REFRESH_SE
     """Measure the projection lag, the consumer groups' lag and the pending approvals every
     ``every`` seconds and export them as Prometheus gauges, so ``/metrics`` is current without a
     scrape having to measure. Runs until cancelled."""
-    orgs_seen: set[str] = set()
     while True:
         try:
             lag = await asyncio.wait_for(resources.lag.read(resources.pool), timeout=_LAG_TIMEOUT_SECONDS)
@@ -160,12 +159,7 @@ async def refresh_lag_gauges(resources: Resources, every: float = LAG_REFRESH_SE
             consumers = await asyncio.wait_for(resources.lag.consumer_lag(), timeout=_LAG_TIMEOUT_SECONDS)
             export_consumer_lag(consumers)
             pending = await asyncio.wait_for(_approvals_pending(resources), timeout=_LAG_TIMEOUT_SECONDS)
-            # An org whose last approval was decided drops out of the query; its gauge goes to 0.
-            for org in orgs_seen - pending.keys():
-                APPROVALS_PENDING.labels(org=org).set(0)
-            for org, count in pending.items():
-                APPROVALS_PENDING.labels(org=org).set(count)
-            orgs_seen |= pending.keys()
+            APPROVALS_PENDING.set(pending)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -174,12 +168,11 @@ async def refresh_lag_gauges(resources: Resources, every: float = LAG_REFRESH_SE
         await asyncio.sleep(every)
 
 
-async def _approvals_pending(resources: Resources) -> dict[str, int]:
+async def _approvals_pending(resources: Resources) -> int:
     async with resources.pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT org_id, count(*) FROM approvals WHERE status = 'pending' GROUP BY org_id"
-        )
-        return {org: int(count) for org, count in await cursor.fetchall()}
+        cursor = await conn.execute("SELECT count(*) FROM approvals WHERE status = 'pending'")
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
 
 @router.get(
