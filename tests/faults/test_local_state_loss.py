@@ -35,10 +35,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processors.task.decider import fold
 from processors.task.state import TaskState
 from schemas.codec import EventCodec
-from schemas.events import CheckpointSaved, Event
+from schemas.events import CheckpointSaved
 from schemas.registry.client import RegistryClient
 from streams.settings import Settings
-from streams.topics import TASK_STATE, TASK_TOPICS
+from streams.topics import TASK_STATE
+from tests.fixtures.log_copies import every_copy
 from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, submit_and_wait, task_history, wait_for
@@ -114,37 +115,8 @@ async def _checkpoints(settings: Settings, task_ids: set[str]) -> dict[str, Task
 
 async def _copies(settings: Settings, task_ids: set[str]) -> Counter[tuple[str, int]]:
     """How many records of each (task, sequence) the task topics hold."""
-    registry = RegistryClient(settings.schema_registry_url)
-    codec = EventCodec(registry)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    copies: Counter[tuple[str, int]] = Counter()
-    try:
-        tps = [
-            TopicPartition(spec.name(settings), p)
-            for spec in TASK_TOPICS
-            for p in range(spec.partition_count(settings))
-        ]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.key is not None and record.key.decode() in task_ids:
-                        event = await codec.decode_record(record.value)
-                        assert isinstance(event, Event)
-                        copies[(event.task_id, event.sequence)] += 1
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-        await registry.close()
-    return copies
+    found = await every_copy(settings, task_ids)
+    return Counter((event.task_id, event.sequence) for events in found.values() for event in events)
 
 
 def test_deleted_local_state_is_recovered_from_the_log(state_platform: tuple[ScriptedPlatform, Path]) -> None:

@@ -35,17 +35,14 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from processors.task.decider import fold
 from processors.task.worker import app_id
-from schemas.codec import EventCodec
-from schemas.events import Event
-from schemas.registry.client import RegistryClient
 from streams.settings import Settings
-from streams.topics import REQUESTS, TASK_TOPICS
+from streams.topics import REQUESTS
+from tests.fixtures.log_copies import every_copy
 from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, pg_rows, wait_for
@@ -170,41 +167,6 @@ def _owners(settings: Settings) -> list[set[int]] | None:
     return owned if state == "Stable" else None
 
 
-async def _log_events(settings: Settings, task_ids: set[str]) -> dict[str, list[Event]]:
-    """Every copy of every event of ``task_ids`` on both task topics (duplicates kept)."""
-    registry = RegistryClient(settings.schema_registry_url)
-    codec = EventCodec(registry)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: dict[str, list[Event]] = defaultdict(list)
-    try:
-        tps = [
-            TopicPartition(spec.name(settings), p)
-            for spec in TASK_TOPICS
-            for p in range(spec.partition_count(settings))
-        ]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.key is not None and record.key.decode() in task_ids:
-                        event = await codec.decode_record(record.value)
-                        assert isinstance(event, Event)
-                        found[event.task_id].append(event)
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-        await registry.close()
-    return found
-
-
 def test_scaling_the_processor_1_2_1_while_tasks_flow(
     rebalance_platform: tuple[ScriptedPlatform, TwoLlms, Path],
 ) -> None:
@@ -318,7 +280,7 @@ def test_scaling_the_processor_1_2_1_while_tasks_flow(
     wait_for(lambda: processor_group_lag(settings) == 0, 120, "the resubmissions to be handled")
 
     # The log: every event once, one version of each sequence; the submission twice (resubmitted).
-    on_log = asyncio.run(_log_events(settings, set(task_ids)))
+    on_log = asyncio.run(every_copy(settings, set(task_ids)))
     ended_at: dict[str, float] = {}
     redone = 0
     for task_id in task_ids:
@@ -437,7 +399,7 @@ def test_a_call_longer_than_the_rebalance_timeout_is_not_run_by_two_workers(
         except subprocess.TimeoutExpired:
             os.killpg(second.pid, signal.SIGKILL)
     assert view["status"] == "completed" and view["result"] == "slow but done", view
-    on_log = asyncio.run(_log_events(settings, {task_id}))[task_id]
+    on_log = asyncio.run(every_copy(settings, {task_id}))[task_id]
     copies = Counter(e.sequence for e in on_log)
     assert all(n == 1 for n in copies.values()), {s: n for s, n in copies.items() if n > 1}
     fold(sorted(on_log, key=lambda e: e.sequence))
