@@ -3,12 +3,9 @@ timed per idempotency key (so a test can tell a call redone after a fault from o
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,25 +17,12 @@ from tests.fixtures.scripted_llm import ScriptedLlm, providers_yaml, start
 
 @dataclass
 class TimedLlm:
-    """The scripted LLM, plus when each request of each idempotency key arrived."""
+    """The scripted LLM, asked when each request of each idempotency key arrived."""
 
     llm: ScriptedLlm
-    times: dict[str, list[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def install(self) -> None:
-        original = self.llm.answer
-
-        def timed(body: dict[str, Any], key: str) -> Any:
-            with self._lock:
-                self.times.setdefault(key, []).append(time.time())
-            return original(body, key)
-
-        self.llm.answer = timed  # type: ignore[method-assign]
 
     def requests(self) -> dict[str, list[float]]:
-        with self._lock:
-            return {key: list(times) for key, times in self.times.items()}
+        return self.llm.request_times()
 
     def made(self, task_ids: list[str]) -> int:
         """How many requests the tasks' calls have made so far."""
@@ -76,7 +60,6 @@ def outage_platform(
     home = tmp_path_factory.mktemp("agentlog-outage")
     for llm in start(ScriptedLlm()):
         timed = TimedLlm(llm)
-        timed.install()
         providers = home / "providers.yaml"
         providers.write_text(providers_yaml(llm.url))
         env = {

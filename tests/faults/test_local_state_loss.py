@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -40,7 +39,7 @@ from schemas.registry.client import RegistryClient
 from streams.settings import Settings
 from streams.topics import TASK_STATE
 from tests.fixtures.log_copies import every_copy
-from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform
+from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform, serve_processor
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, submit_and_wait, task_history, wait_for
 
@@ -62,19 +61,6 @@ def state_platform(
         }
         with running_platform(stack, home, **env) as (settings, process):
             yield ScriptedPlatform(settings, llm, process), home
-
-
-def _processor(serve: int) -> psutil.Process:
-    def found() -> psutil.Process | None:
-        for child in psutil.Process(serve).children(recursive=True):
-            try:
-                if child.cmdline()[-2:] == ["run", "processor"]:
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        return None
-
-    return wait_for(found, 60, "a running processor")  # type: ignore[no-any-return]
 
 
 async def _checkpoints(settings: Settings, task_ids: set[str]) -> dict[str, TaskState]:
@@ -127,14 +113,6 @@ def test_deleted_local_state_is_recovered_from_the_log(state_platform: tuple[Scr
     llm.scripts[name] = [calc] * (LONG_STEPS - 1) + [Step(content="all done", delay=1.0)]
     quick = f"{name}-quick"
     llm.scripts[quick] = [Step(tool_calls=(("calculator", {"expression": "1 + 1"}),)), Step(content="quick")]
-    request_times: dict[str, list[float]] = {}
-    original_answer = llm.answer
-
-    def timed_answer(body: dict[str, Any], key: str) -> Any:
-        request_times.setdefault(key, []).append(time.time())
-        return original_answer(body, key)
-
-    llm.answer = timed_answer  # type: ignore[method-assign]
 
     finished = [
         submit_and_wait(settings, {"query": f"Finished {i} [[{quick}]]"}, idempotency_key=f"{name}-{i}")
@@ -152,11 +130,11 @@ def test_deleted_local_state_is_recovered_from_the_log(state_platform: tuple[Scr
     data_dir = home / "faust" / "worker-1"
     assert data_dir.is_dir(), f"the worker's data dir {data_dir} is where the supervisor puts it"
     shutil.rmtree(data_dir)
-    victim = _processor(platform.process.pid)
+    victim = serve_processor(platform.process.pid)
     killed_at = time.time()
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    restarted = wait_for(lambda: _processor(platform.process.pid).pid != victim.pid, 60, "a restart")
+    restarted = wait_for(lambda: serve_processor(platform.process.pid).pid != victim.pid, 60, "a restart")
     assert restarted
 
     with api(settings) as client:
@@ -178,7 +156,7 @@ def test_deleted_local_state_is_recovered_from_the_log(state_platform: tuple[Scr
     for key, completion in zip(
         keys, [e for e in long_history if e.event_type == "LlmCallCompleted"], strict=True
     ):
-        times = sorted(request_times[key])
+        times = sorted(llm.request_times()[key])
         assert 1 <= len(times) <= 2, (key, times)
         if len(times) == 2:
             assert times[0] <= killed_at <= times[1], (key, times, killed_at)

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
@@ -43,7 +42,7 @@ from processors.task.worker import app_id
 from streams.settings import Settings
 from streams.topics import REQUESTS
 from tests.fixtures.log_copies import every_copy
-from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform
+from tests.fixtures.platform import ScriptedPlatform, processor_group_lag, running_platform, serve_processor
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, pg_rows, wait_for
 
@@ -105,24 +104,11 @@ def rebalance_platform(
                 yield ScriptedPlatform(settings, first, process), llms, home
 
 
-def _serve_processor(serve: int) -> psutil.Process:
-    def found() -> psutil.Process | None:
-        for child in psutil.Process(serve).children(recursive=True):
-            try:
-                if child.cmdline()[-2:] == ["run", "processor"]:
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        return None
-
-    return wait_for(found, 60, "the serve processor")  # type: ignore[no-any-return]
-
-
 def _start_second_worker(
     serve_pid: int, home: Path, log_name: str = "worker-2.log"
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """A second processor with the serve processor's environment, its own data dir and LLM server."""
-    env = dict(_serve_processor(serve_pid).environ())
+    env = dict(serve_processor(serve_pid).environ())
     env["AGENTLOG_FAUST_DATA_DIR"] = str(home / "faust" / "worker-2")
     env["AGENTLOG_LLM_PROVIDERS_FILE"] = str(home / "providers-2.yaml")
     log_path = home / log_name

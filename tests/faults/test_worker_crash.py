@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 import pytest
 
 from audit.effects import EffectDifference
@@ -31,7 +30,7 @@ from schemas.events import Event, LlmCallCompleted, ToolCallCompleted
 from streams.settings import Settings
 from tests.fixtures import counting_http
 from tests.fixtures.counting_http import CountingHttp
-from tests.fixtures.platform import ScriptedPlatform, running_platform
+from tests.fixtures.platform import ScriptedPlatform, running_platform, serve_processor
 from tests.fixtures.scripted_llm import ScriptedLlm, Step, providers_yaml, start
 from tests.integration.conftest import api, pg_rows, task_history, wait_for
 
@@ -62,19 +61,6 @@ def crash_platform(stack: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             }
             with running_platform(stack, home, **env) as (settings, process):
                 yield CrashPlatform(settings, llm, process, site)
-
-
-def _processor(serve: int) -> psutil.Process:
-    def found() -> psutil.Process | None:
-        for child in psutil.Process(serve).children(recursive=True):
-            try:
-                if "processor" in " ".join(child.cmdline()):
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        return None
-
-    return wait_for(found, 60, "a running processor")  # type: ignore[no-any-return]
 
 
 def _completion_times(history: list[Event]) -> dict[str, float]:
@@ -121,14 +107,6 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
     calc = Step(tool_calls=(("calculator", {"expression": "6 * 7"}),), delay=0.8)
     fetch = Step(tool_calls=(("http_fetch", {"url": f"{site.base}/slow/{FETCH_SECONDS}/{name}"}),), delay=0.8)
     llm.scripts[name] = [calc, fetch, calc, Step(content="all done", delay=0.8)]
-    request_times: dict[str, list[float]] = {}
-    original_answer = llm.answer
-
-    def timed_answer(body: dict[str, Any], key: str) -> Any:
-        request_times.setdefault(key, []).append(time.time())
-        return original_answer(body, key)
-
-    llm.answer = timed_answer  # type: ignore[method-assign]
     task_ids = []
     with api(platform.settings) as client:
         for i in range(TASKS):
@@ -145,15 +123,16 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
     # by key: counting requests, the calls a restart makes again would bring the next kill about
     # while the same calls are still in flight (all three kills landed during every task's first
     # call that way, and no later step was ever killed).
+    serve = platform.process.pid
     for quarter in range(1, KILLS + 1):
         made = quarter * total // (KILLS + 1)
-        wait_for(lambda made=made: len(request_times) >= made, 120, f"{made} calls")
+        wait_for(lambda made=made: len(llm.request_times()) >= made, 120, f"{made} calls")
         time.sleep(rng.uniform(0.0, 0.5))
-        victim = _processor(platform.process.pid)
+        victim = serve_processor(serve)
         kills.append(time.time())
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        wait_for(lambda victim=victim: _processor(platform.process.pid).pid != victim.pid, 60, "a restart")
+        wait_for(lambda victim=victim: serve_processor(serve).pid != victim.pid, 60, "a restart")
 
     def all_done() -> list[dict[str, Any]] | None:
         views = []
@@ -183,6 +162,7 @@ def test_kill_9_mid_task_loses_nothing_and_redoes_no_recorded_call(crash_platfor
     assert [v["status"] for v in views] == ["completed"] * TASKS, [v["error"] for v in views]
     assert {v["result"] for v in views} == {"all done"}
 
+    request_times = llm.request_times()
     redone = 0
     completed_at: dict[str, float] = {}
     fetch_keys: list[str] = []
